@@ -1,0 +1,138 @@
+/*
+ * ret/als.h — implicit-feedback ALS (Hu, Koren & Volinsky 2008) and user fold-in.
+ *
+ * Model: every observed (user, item) pair has preference 1 and confidence
+ * c = 1 + alpha * r (r = 1 for every interaction, or the event's value); unobserved
+ * pairs have preference 0 and confidence 1. Training alternates weighted least squares
+ * over items and users, each row solving
+ *
+ *     (YᵀY + Σ_{i∈I(u)} (c_ui − 1) y_i y_iᵀ + λI) x_u = Σ_{i∈I(u)} c_ui y_i
+ *
+ * with YᵀY computed once per sweep (OpenBLAS ssyrk) and a Cholesky solve per row.
+ * Each sweep solves items first, then users: the trained user factors are therefore
+ * exactly the fold-in of each user's history against the final item factors
+ * (ret_als_fold_in runs the same row solve).
+ *
+ * Deterministic for a seed: the initial factors come from a seeded PRNG and every row
+ * is solved independently, so neither the thread count nor scheduling changes a bit of
+ * the result on a given machine.
+ */
+#ifndef RET_ALS_H
+#define RET_ALS_H
+
+#include "idx/dataset.h"
+#include "rp/err.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Limits on what the trainer and fold-in accept. */
+#define RET_ALS_MAX_FACTORS 1024u
+#define RET_ALS_MAX_ITERS 1000u
+
+/* Interactions as a sparse user × item matrix (CSR). Each row's columns are strictly
+ * ascending (duplicates merged by summing r); r[j] >= 0. */
+typedef struct ret_als_matrix {
+    uint32_t n_users;
+    uint32_t n_items;
+    uint64_t nnz;
+    uint64_t *row_off; /* [n_users + 1] */
+    uint32_t *cols;    /* [nnz] dense item index */
+    float *r;          /* [nnz] interaction strength (1 per event, or the event values) */
+} ret_als_matrix;
+
+/*
+ * Builds the matrix from a dataset. take (may be NULL = all) gives, per user, how many
+ * of its first events (in time order) to use — the train split of a temporal hold-out.
+ * r of a pair is the number of its events, or with use_value the sum of their values
+ * (the same rule ret_als_fold_in applies to a history).
+ * On success *out is owned by the caller (ret_als_matrix_free). RP_ENOMEM, or RP_EINVAL
+ * for a negative or non-finite event value when use_value is set.
+ */
+int ret_als_matrix_from_dataset(const idx_dataset *ds, const uint32_t *take, int use_value,
+                                ret_als_matrix **out, rp_error *err);
+/* Frees the matrix; NULL is a no-op. */
+void ret_als_matrix_free(ret_als_matrix *m);
+
+/* Called after each sweep (from the calling thread). */
+typedef void (*ret_als_progress_fn)(void *ctx, uint32_t sweep, uint32_t sweeps,
+                                    double elapsed_s);
+
+typedef struct ret_als_params {
+    uint32_t factors;  /* k: 1..RET_ALS_MAX_FACTORS (default 64) */
+    float reg;         /* λ >= 0 added to each normal equation (default 30) */
+    float alpha;       /* confidence scale >= 0 (default 5) */
+    uint32_t iters;    /* sweeps, 1..RET_ALS_MAX_ITERS (default 10) */
+    uint64_t seed;     /* PRNG seed of the initial user factors (default 1) */
+    int threads;       /* OpenMP threads for the row solves; <= 0: all cores */
+    ret_als_progress_fn progress; /* may be NULL */
+    void *progress_ctx;
+} ret_als_params;
+
+/* Fills p with the defaults above (the reference: 64 factors, λ 30, alpha 5, 10 sweeps). */
+void ret_als_params_default(ret_als_params *p);
+
+typedef struct ret_als_model {
+    uint32_t n_users;
+    uint32_t n_items;
+    uint32_t k;
+    float reg;
+    float alpha;
+    float *user_factors; /* [n_users * k], row u = dense user u */
+    float *item_factors; /* [n_items * k], row i = dense item i */
+    double train_seconds;
+} ret_als_model;
+
+/*
+ * Trains on m. On success *out is owned by the caller (ret_als_model_free).
+ * Users or items without interactions get zero vectors.
+ * RP_EINVAL (a parameter out of range, named with its limit), RP_ENOMEM,
+ * RP_EINTERNAL when a normal equation is not positive definite (only possible with
+ * reg = 0 and degenerate data).
+ */
+int ret_als_train(const ret_als_matrix *m, const ret_als_params *p, ret_als_model **out,
+                  rp_error *err);
+/* Frees the model; NULL is a no-op. */
+void ret_als_model_free(ret_als_model *model);
+
+/*
+ * The Gram matrix YᵀY (k × k, full, row-major) of n item vectors y (row-major n × k),
+ * written to gram[k*k]. Compute it once per set of item factors (once per bundle) and
+ * pass it to every ret_als_fold_in. Uses OpenBLAS with its current thread setting.
+ */
+void ret_als_gram(const float *y, uint32_t n, uint32_t k, float *gram);
+
+/* Bytes of scratch ret_als_fold_in needs for k factors and a history of n events. */
+size_t ret_als_fold_in_scratch(uint32_t k, size_t n);
+
+/*
+ * Fold-in: the user vector for a history, solved against fixed item factors — the
+ * same row solve as the training user step, so a training user's history gives its
+ * trained vector.
+ *
+ *   y      item factors, n_items × k row-major (not modified)
+ *   gram   ret_als_gram(y, n_items, k) (not modified)
+ *   items  the history's dense item indices, any order, duplicates allowed
+ *   r      per-event strength (e.g. 1, the event value, or a recency weight
+ *          0.5^(age/half_life)); NULL means 1 for every event. Events of the same item
+ *          add up: confidence = 1 + alpha * Σ r. Must be finite and >= 0.
+ *   reg, alpha  the hyper-parameters the item factors were trained with
+ *   scratch     ret_als_fold_in_scratch(k, n) bytes, or NULL to allocate internally
+ *   out         k floats; an empty history gives the zero vector
+ *
+ * Thread-safe (no shared state); costs O(n·k² + k³). RP_EINVAL for an item index
+ * >= n_items or a bad r (naming the position), RP_ENOMEM, RP_EINTERNAL when the system
+ * is not positive definite.
+ */
+int ret_als_fold_in(const float *y, uint32_t n_items, const float *gram, uint32_t k,
+                    const uint32_t *items, const float *r, size_t n, float reg, float alpha,
+                    void *scratch, float *out, rp_error *err);
+
+/* Writes n rows of dimension k as .fvecs (int32 dimension + k float32 per row,
+ * little-endian). RP_EIO naming the path. */
+int ret_fvecs_write(const char *path, const float *rows, uint32_t n, uint32_t k, rp_error *err);
+/* Reads an .fvecs file; *rows (malloc'd, caller frees) is n × k. RP_ENOENT, RP_EIO,
+ * RP_ECORRUPT (ragged dimensions or a truncated row, naming the row). */
+int ret_fvecs_read(const char *path, float **rows, uint32_t *n, uint32_t *k, rp_error *err);
+
+#endif
