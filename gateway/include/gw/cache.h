@@ -1,0 +1,87 @@
+/*
+ * gw/cache.h — the gateway's answer cache: a bounded LRU with a time to live and
+ * single-flight misses.
+ *
+ * A key is (user, request fingerprint, user state version, bundle versions hash): a
+ * Feedback bumps the state version, so answers computed before it are never served
+ * again; a reload changes the bundle hash. Values are opaque byte strings (the packed
+ * answer), copied in and copied out.
+ *
+ * Single flight: when several threads miss on the same key at once, the first one
+ * (the leader) computes the answer and the others wait for it, so identical
+ * concurrent misses are computed once. The leader must end its flight with
+ * gw_cache_fill or gw_cache_abandon; waiters of an abandoned flight get GW_CACHE_LEAD
+ * in turn (one of them becomes the new leader).
+ *
+ * Thread-safe.
+ */
+#ifndef GW_CACHE_H
+#define GW_CACHE_H
+
+#include "rp/arena.h"
+#include "rp/err.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct gw_cache_key {
+    uint64_t user_id;
+    uint64_t fingerprint;   /* hash of the request fields that shape the answer */
+    uint64_t state_version; /* the user's state version when the answer was computed */
+    uint64_t bundles;       /* hash of the bundle versions that produced it */
+} gw_cache_key;
+
+typedef struct gw_cache_config {
+    size_t max_entries; /* 0 = 10,000 */
+    size_t max_bytes;   /* total value bytes; 0 = 64 MiB */
+    double ttl_s;       /* 0 = 30 s; an entry older than this is a miss */
+} gw_cache_config;
+
+typedef struct gw_cache_stats {
+    uint64_t hits;
+    uint64_t misses;      /* lookups that led a computation */
+    uint64_t coalesced;   /* lookups that waited for another thread's computation */
+    uint64_t evictions;   /* entries pushed out by the size bounds */
+    uint64_t expired;     /* entries dropped because their TTL passed */
+    uint64_t entries;
+    uint64_t bytes;
+} gw_cache_stats;
+
+typedef struct gw_cache gw_cache;
+
+/* cfg may be NULL for defaults. *out is NULL on error (RP_ENOMEM). */
+int gw_cache_create(const gw_cache_config *cfg, gw_cache **out);
+/* Frees everything. No call may be in progress. NULL is a no-op. */
+void gw_cache_destroy(gw_cache *c);
+
+enum {
+    GW_CACHE_HIT = 1,  /* *val / *len hold a copy of the answer, allocated from arena */
+    GW_CACHE_LEAD = 2, /* a miss: the caller computes, then gw_cache_fill or _abandon */
+};
+
+/*
+ * Looks key up at monotonic time now_ns. A hit copies the value into arena. A miss on a
+ * key another thread is computing waits for that computation until wait_until_ns (a
+ * monotonic deadline; UINT64_MAX = no limit), then reports its result. Returns
+ * GW_CACHE_HIT, GW_CACHE_LEAD, RP_ETIMEDOUT (waited until wait_until_ns; the caller
+ * should compute without caching) or RP_ENOMEM.
+ */
+int gw_cache_get(gw_cache *c, const gw_cache_key *key, uint64_t now_ns, uint64_t wait_until_ns,
+                 rp_arena *arena, void **val, size_t *len);
+/* Ends the caller's flight by storing val[0..len) (copied) and waking waiters. */
+void gw_cache_fill(gw_cache *c, const gw_cache_key *key, uint64_t now_ns, const void *val,
+                   size_t len);
+/* Ends the caller's flight without a value (the computation failed or must not be
+ * cached); waiters retry. */
+void gw_cache_abandon(gw_cache *c, const gw_cache_key *key);
+/* Drops every entry of a user (ForgetUser). Returns how many were dropped. */
+size_t gw_cache_drop_user(gw_cache *c, uint64_t user_id);
+
+void gw_cache_get_stats(gw_cache *c, gw_cache_stats *out);
+
+/* FNV-1a 64-bit, for building fingerprints: h = gw_hash(h, p, n), starting from
+ * GW_HASH_INIT. */
+#define GW_HASH_INIT 0xcbf29ce484222325ull
+uint64_t gw_hash(uint64_t h, const void *p, size_t n);
+
+#endif

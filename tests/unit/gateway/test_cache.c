@@ -1,0 +1,211 @@
+/* Tests gateway/src/cache.c: hits, misses, TTL, LRU bounds, single flight, drop_user. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "gw/cache.h"
+#include "rp/clock.h"
+
+static gw_cache_key key(uint64_t user, uint64_t fp, uint64_t ver)
+{
+    return (gw_cache_key){.user_id = user, .fingerprint = fp, .state_version = ver, .bundles = 1};
+}
+
+static void test_miss_fill_hit_and_version(void **state)
+{
+    (void)state;
+    gw_cache *c;
+    rp_arena *a;
+    assert_int_equal(gw_cache_create(NULL, &c), RP_OK);
+    assert_int_equal(rp_arena_create(0, &a), RP_OK);
+    gw_cache_key k = key(1, 42, 7);
+    void *v;
+    size_t len;
+    uint64_t t = 1000;
+    assert_int_equal(gw_cache_get(c, &k, t, UINT64_MAX, a, &v, &len), GW_CACHE_LEAD);
+    gw_cache_fill(c, &k, t, "answer", 7);
+    assert_int_equal(gw_cache_get(c, &k, t + 1, UINT64_MAX, a, &v, &len), GW_CACHE_HIT);
+    assert_int_equal(len, 7);
+    assert_string_equal(v, "answer");
+    /* A new state version (after Feedback) or bundle is a different key. */
+    gw_cache_key k2 = key(1, 42, 8);
+    assert_int_equal(gw_cache_get(c, &k2, t, UINT64_MAX, a, &v, &len), GW_CACHE_LEAD);
+    gw_cache_abandon(c, &k2);
+    k2 = k;
+    k2.bundles = 2;
+    assert_int_equal(gw_cache_get(c, &k2, t, UINT64_MAX, a, &v, &len), GW_CACHE_LEAD);
+    gw_cache_abandon(c, &k2);
+    /* An abandoned flight leaves nothing: the next lookup leads again. */
+    assert_int_equal(gw_cache_get(c, &k2, t, UINT64_MAX, a, &v, &len), GW_CACHE_LEAD);
+    gw_cache_abandon(c, &k2);
+    gw_cache_stats s;
+    gw_cache_get_stats(c, &s);
+    assert_int_equal(s.hits, 1);
+    assert_int_equal(s.misses, 4);
+    assert_int_equal(s.entries, 1);
+    assert_int_equal(s.bytes, 7);
+    rp_arena_destroy(a);
+    gw_cache_destroy(c);
+    gw_cache_destroy(NULL);
+}
+
+static void test_ttl_expires(void **state)
+{
+    (void)state;
+    gw_cache *c;
+    rp_arena *a;
+    gw_cache_config cfg = {.ttl_s = 0.5};
+    assert_int_equal(gw_cache_create(&cfg, &c), RP_OK);
+    assert_int_equal(rp_arena_create(0, &a), RP_OK);
+    gw_cache_key k = key(1, 1, 1);
+    void *v;
+    size_t len;
+    uint64_t t = 5000000000ull;
+    assert_int_equal(gw_cache_get(c, &k, t, UINT64_MAX, a, &v, &len), GW_CACHE_LEAD);
+    gw_cache_fill(c, &k, t, "x", 1);
+    assert_int_equal(gw_cache_get(c, &k, t + 400000000ull, UINT64_MAX, a, &v, &len), GW_CACHE_HIT);
+    assert_int_equal(gw_cache_get(c, &k, t + 600000000ull, UINT64_MAX, a, &v, &len), GW_CACHE_LEAD);
+    gw_cache_stats s;
+    gw_cache_get_stats(c, &s);
+    assert_int_equal(s.expired, 1);
+    assert_int_equal(s.entries, 0);
+    gw_cache_abandon(c, &k);
+    rp_arena_destroy(a);
+    gw_cache_destroy(c);
+}
+
+static void test_lru_bounds_evict_least_recent(void **state)
+{
+    (void)state;
+    gw_cache *c;
+    rp_arena *a;
+    gw_cache_config cfg = {.max_entries = 3, .max_bytes = 1000};
+    assert_int_equal(gw_cache_create(&cfg, &c), RP_OK);
+    assert_int_equal(rp_arena_create(0, &a), RP_OK);
+    void *v;
+    size_t len;
+    for (uint64_t u = 1; u <= 3; u++) {
+        gw_cache_key k = key(u, 0, 0);
+        assert_int_equal(gw_cache_get(c, &k, 1, UINT64_MAX, a, &v, &len), GW_CACHE_LEAD);
+        gw_cache_fill(c, &k, 1, "abc", 3);
+    }
+    gw_cache_key k1 = key(1, 0, 0), k2 = key(2, 0, 0), k4 = key(4, 0, 0);
+    assert_int_equal(gw_cache_get(c, &k1, 2, UINT64_MAX, a, &v, &len), GW_CACHE_HIT); /* 1 recent */
+    assert_int_equal(gw_cache_get(c, &k4, 2, UINT64_MAX, a, &v, &len), GW_CACHE_LEAD);
+    gw_cache_fill(c, &k4, 2, "abc", 3); /* evicts 2, the least recently used */
+    assert_int_equal(gw_cache_get(c, &k1, 3, UINT64_MAX, a, &v, &len), GW_CACHE_HIT);
+    assert_int_equal(gw_cache_get(c, &k2, 3, UINT64_MAX, a, &v, &len), GW_CACHE_LEAD);
+    gw_cache_abandon(c, &k2);
+    /* A value bigger than the byte bound pushes everything else out. */
+    char big[900];
+    memset(big, 'z', sizeof big);
+    gw_cache_key k5 = key(5, 0, 0);
+    assert_int_equal(gw_cache_get(c, &k5, 4, UINT64_MAX, a, &v, &len), GW_CACHE_LEAD);
+    gw_cache_fill(c, &k5, 4, big, sizeof big);
+    gw_cache_stats s;
+    gw_cache_get_stats(c, &s);
+    assert_true(s.bytes <= 1000);
+    assert_true(s.evictions >= 2);
+    assert_int_equal(gw_cache_get(c, &k5, 5, UINT64_MAX, a, &v, &len), GW_CACHE_HIT);
+    assert_int_equal(len, 900);
+    /* drop_user removes only that user's answers. */
+    assert_int_equal(gw_cache_drop_user(c, 5), 1);
+    assert_int_equal(gw_cache_get(c, &k5, 6, UINT64_MAX, a, &v, &len), GW_CACHE_LEAD);
+    gw_cache_abandon(c, &k5);
+    rp_arena_destroy(a);
+    gw_cache_destroy(c);
+}
+
+typedef struct flight_ctx {
+    gw_cache *c;
+    atomic_int computed;
+    atomic_int hits;
+} flight_ctx;
+
+static void *flyer(void *arg)
+{
+    flight_ctx *f = arg;
+    rp_arena *a;
+    rp_arena_create(0, &a);
+    gw_cache_key k = key(3, 3, 3);
+    void *v;
+    size_t len;
+    int rc = gw_cache_get(f->c, &k, rp_now_ns(), UINT64_MAX, a, &v, &len);
+    if (rc == GW_CACHE_LEAD) {
+        atomic_fetch_add(&f->computed, 1);
+        rp_sleep_ns(100000000ull); /* a slow computation: everyone else arrives meanwhile */
+        gw_cache_fill(f->c, &k, rp_now_ns(), "result", 7);
+    } else if (rc == GW_CACHE_HIT && len == 7 && !strcmp(v, "result")) {
+        atomic_fetch_add(&f->hits, 1);
+    }
+    rp_arena_destroy(a);
+    return NULL;
+}
+
+static void test_identical_concurrent_misses_computed_once(void **state)
+{
+    (void)state;
+    flight_ctx f = {0};
+    assert_int_equal(gw_cache_create(NULL, &f.c), RP_OK);
+    enum { N = 8 };
+    pthread_t t[N];
+    for (int i = 0; i < N; i++) pthread_create(&t[i], NULL, flyer, &f);
+    for (int i = 0; i < N; i++) pthread_join(t[i], NULL);
+    assert_int_equal(atomic_load(&f.computed), 1);
+    assert_int_equal(atomic_load(&f.hits), N - 1);
+    gw_cache_stats s;
+    gw_cache_get_stats(f.c, &s);
+    assert_int_equal(s.misses, 1);
+    assert_true(s.coalesced >= 1);
+    gw_cache_destroy(f.c);
+}
+
+static void test_waiter_times_out_and_abandon_hands_over(void **state)
+{
+    (void)state;
+    gw_cache *c;
+    rp_arena *a;
+    assert_int_equal(gw_cache_create(NULL, &c), RP_OK);
+    assert_int_equal(rp_arena_create(0, &a), RP_OK);
+    gw_cache_key k = key(9, 9, 9);
+    void *v;
+    size_t len;
+    uint64_t now = rp_now_ns();
+    assert_int_equal(gw_cache_get(c, &k, now, UINT64_MAX, a, &v, &len), GW_CACHE_LEAD);
+    /* A second caller waits at most until its deadline. */
+    uint64_t t0 = rp_now_ns();
+    assert_int_equal(gw_cache_get(c, &k, now, t0 + 20000000ull, a, &v, &len), RP_ETIMEDOUT);
+    uint64_t waited = rp_now_ns() - t0;
+    assert_true(waited >= 19000000ull && waited < 500000000ull);
+    gw_cache_abandon(c, &k);
+    assert_int_equal(gw_cache_get(c, &k, now, t0 + 20000000ull, a, &v, &len), GW_CACHE_LEAD);
+    gw_cache_abandon(c, &k);
+    rp_arena_destroy(a);
+    gw_cache_destroy(c);
+}
+
+static void test_hash_is_fnv1a(void **state)
+{
+    (void)state;
+    /* FNV-1a 64 of "a" is 0xaf63dc4c8601ec8c. */
+    assert_true(gw_hash(GW_HASH_INIT, "a", 1) == 0xaf63dc4c8601ec8cull);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_miss_fill_hit_and_version),
+        cmocka_unit_test(test_ttl_expires),
+        cmocka_unit_test(test_lru_bounds_evict_least_recent),
+        cmocka_unit_test(test_identical_concurrent_misses_computed_once),
+        cmocka_unit_test(test_waiter_times_out_and_abandon_hands_over),
+        cmocka_unit_test(test_hash_is_fnv1a),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
