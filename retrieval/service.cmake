@@ -1,0 +1,22 @@
+# retrieval/service.cmake — candidate sources, filters, side index and the Retrieval
+# service; included by retrieval/CMakeLists.txt after als.cmake (which creates rp_retrieval).
+if(NOT TARGET rp_retrieval)
+  add_library(rp_retrieval STATIC)
+  target_include_directories(rp_retrieval PUBLIC ${CMAKE_CURRENT_SOURCE_DIR}/include PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src)
+  target_link_libraries(rp_retrieval PUBLIC rp_index rp_common)
+endif()
+target_sources(rp_retrieval PRIVATE
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/catalog.c
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/filter.c
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/side_index.c
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/search.c
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/sources.c
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/source_ann.c
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/source_popular.c
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/source_fresh.c
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/source_similar.c)
+
+add_rp_test(test_ret_sources TIMEOUT 120
+  SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/retrieval/test_sources.c LIBS rp_retrieval rp_proto)
+add_rp_test(test_ret_filter TIMEOUT 60
+  SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/retrieval/test_filter.c LIBS rp_retrieval rp_proto)
