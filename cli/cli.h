@@ -25,6 +25,7 @@ enum {
  * `train_embeddings` is `recpipe train embeddings`). Each row has
  * int cmd_NAME(int argc, char **argv) where argv[0] is the subcommand itself. */
 #define RP_COMMANDS(XX)                                                                    \
+    XX(import, "import interactions + item catalogue into a dataset (DATA_DIR)")              \
     XX(version, "print the version")
 
 #define RP__CMD_DECL(name, summary) int cmd_##name(int argc, char **argv);

@@ -1,0 +1,13 @@
+# index/data.cmake: datasets (DATA_DIR), `recpipe import` and `recpipe synth`.
+# Included by index/CMakeLists.txt.
+target_sources(rp_index PRIVATE
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/csv.c
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/dataset.c
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/import.c)
+
+set(IDX_DATA_TESTS ${PROJECT_SOURCE_DIR}/tests/unit/index)
+foreach(t csv import dataset)
+  if(EXISTS ${IDX_DATA_TESTS}/test_${t}.c)
+    add_rp_test(test_${t} SOURCES ${IDX_DATA_TESTS}/test_${t}.c LIBS rp_index TIMEOUT 120)
+  endif()
+endforeach()
