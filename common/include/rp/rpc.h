@@ -1,0 +1,282 @@
+/*
+ * rp/rpc.h — the RPC layer of recpipe over the gRPC C core API (grpc/grpc.h).
+ *
+ * SERVER. A service describes its unary methods in a table (full path, protobuf-c
+ * request and response descriptors, handler, user data) and gets:
+ *   - N worker threads (default: the number of cores), each driving its own completion
+ *     queue; a handler runs on the worker thread that received the call and may block
+ *     (it then holds that worker: size --threads for blocking services);
+ *   - grpc.health.v1.Health/Check and Watch, NOT_SERVING until rp_server_set_serving;
+ *   - recpipe.v1.Admin/Status filled by the layer (service, version, serving, uptime,
+ *     call counters) plus an optional hook for the rest; Admin/Reload, UpsertItems and
+ *     DeleteItems answer UNIMPLEMENTED unless the method table lists them (a service
+ *     overrides any built-in method by listing its path);
+ *   - UNIMPLEMENTED at once for unknown methods, INVALID_ARGUMENT naming the method for
+ *     request bytes that do not parse, RESOURCE_EXHAUSTED for messages over the size
+ *     limit, DEADLINE_EXCEEDED without running the handler for calls whose deadline
+ *     passed while they waited for a worker;
+ *   - one JSON access-log line per call (rp/log.h, component "rpc": request id, method,
+ *     status, latency) at level info;
+ *   - graceful stop: stop accepting, let in-flight calls finish within a grace period,
+ *     cancel the rest (rp_server_stop, rp_server_run_until_signal).
+ *
+ * CLIENT. rp_client keeps one channel per address and reuses it; a target may list
+ * several comma-separated addresses, used round robin. rp_client_unary is a blocking
+ * unary call usable from any thread; rp_async starts many calls on one completion queue
+ * and runs a callback for each (the gateway's shard fan-out).
+ *
+ * ERRORS. Functions return RP_OK or a negative rp error code (rp/err.h) and fill the
+ * optional rp_error. Handlers return an rp error code: the caller sees the gRPC status
+ * rp_err_grpc_status(code) with err->msg (or rp_strerror(code) when empty) as details.
+ * Clients map a gRPC status back with rp_err_from_grpc_status.
+ */
+#ifndef RP_RPC_H
+#define RP_RPC_H
+
+#include "rp/arena.h"
+#include "rp/err.h"
+
+#include <protobuf-c/protobuf-c.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Forward declaration of the generated recpipe.v1.StatusResponse (admin.pb-c.h). */
+struct Recpipe__V1__StatusResponse;
+
+/* gRPC status codes (same values as grpc_status_code, without including grpc.h). */
+enum {
+    RP_GRPC_OK = 0,
+    RP_GRPC_CANCELLED = 1,
+    RP_GRPC_UNKNOWN = 2,
+    RP_GRPC_INVALID_ARGUMENT = 3,
+    RP_GRPC_DEADLINE_EXCEEDED = 4,
+    RP_GRPC_NOT_FOUND = 5,
+    RP_GRPC_ALREADY_EXISTS = 6,
+    RP_GRPC_PERMISSION_DENIED = 7,
+    RP_GRPC_RESOURCE_EXHAUSTED = 8,
+    RP_GRPC_FAILED_PRECONDITION = 9,
+    RP_GRPC_ABORTED = 10,
+    RP_GRPC_OUT_OF_RANGE = 11,
+    RP_GRPC_UNIMPLEMENTED = 12,
+    RP_GRPC_INTERNAL = 13,
+    RP_GRPC_UNAVAILABLE = 14,
+    RP_GRPC_DATA_LOSS = 15,
+    RP_GRPC_UNAUTHENTICATED = 16,
+};
+
+/* The rp error code for a gRPC status code: RP_OK for OK, RP_ETIMEDOUT for
+ * DEADLINE_EXCEEDED, RP_EUNAVAIL for UNAVAILABLE, RP_EINVAL for INVALID_ARGUMENT,
+ * RP_EOVERLOAD for RESOURCE_EXHAUSTED, RP_EUNIMPL, RP_ENOENT, RP_ECANCELED, ... and
+ * RP_EINTERNAL for anything without a closer match. */
+int rp_err_from_grpc_status(int grpc_code);
+/* "OK", "INVALID_ARGUMENT", ...; "UNKNOWN_STATUS" outside 0..16. Static string. */
+const char *rp_grpc_status_name(int grpc_code);
+
+/* ======================================================================== server */
+
+typedef struct rp_server rp_server;
+/* One call in progress, valid only inside the handler it is given to. */
+typedef struct rp_call rp_call;
+
+/*
+ * A unary handler. req was unpacked from the call's arena and is valid until the
+ * handler returns (do not keep pointers into it). On success set *resp to a message
+ * of the method's response type, allocated from rp_call_arena(call) (or static), and
+ * return RP_OK; the layer packs and sends it and frees the arena afterwards. On
+ * failure return an rp error code and describe it in err (rp_errorf); *resp is ignored.
+ * Runs on a worker thread; several handlers of the same method run concurrently.
+ */
+typedef int (*rp_handler)(rp_call *call, const ProtobufCMessage *req, ProtobufCMessage **resp,
+                          rp_error *err);
+
+/* One row of a method table. All pointers must outlive the server. */
+typedef struct rp_method {
+    const char *path; /* full path: "/recpipe.v1.Retrieval/Retrieve" */
+    const ProtobufCMessageDescriptor *request;
+    const ProtobufCMessageDescriptor *response;
+    rp_handler handler;
+    void *user; /* handed back by rp_call_user */
+} rp_method;
+
+/*
+ * Fills the service-specific fields of Admin/Status (bundle_version, item_count,
+ * cache counters...). The layer has already set service, software_version, serving,
+ * uptime_seconds, calls_total, calls_failed and in_flight. Strings must be allocated
+ * from arena (or be static). Runs on a worker thread, concurrently with handlers.
+ */
+typedef void (*rp_status_hook)(void *user, struct Recpipe__V1__StatusResponse *resp,
+                               rp_arena *arena);
+
+typedef struct rp_server_config {
+    const char *service;        /* "retrieval", "ranking", "gateway": logs and Admin.Status */
+    const char *version;        /* software version reported by Admin.Status; NULL = "" */
+    const char *listen;         /* "127.0.0.1:50051"; port 0 picks a free port */
+    int threads;                /* worker threads; <= 0 = the number of cores */
+    int64_t max_message_bytes;  /* largest request accepted; <= 0 = 4 MiB */
+    double grace_s;             /* drain time for rp_server_run_until_signal; <= 0 = 10 s */
+    rp_status_hook status_hook; /* may be NULL */
+    void *status_user;
+} rp_server_config;
+
+#define RP_DEFAULT_MAX_MESSAGE_BYTES (4 * 1024 * 1024)
+
+/*
+ * Creates a server: copies cfg (strings are copied), registers methods[0..n) and the
+ * built-in Health and Admin methods, binds cfg->listen (so rp_server_port is known at
+ * once) and starts the worker threads. Calls are answered from then on. Errors:
+ * RP_EINVAL (bad config or method table: names the row), RP_EIO (cannot bind: names
+ * the address). *out is NULL on error.
+ */
+int rp_server_start(const rp_server_config *cfg, const rp_method *methods, size_t n,
+                    rp_server **out, rp_error *err);
+/* The bound TCP port (useful with port 0). */
+int rp_server_port(const rp_server *s);
+/* Sets what Health reports for every service of this server (and notifies Watch
+ * streams). Thread-safe. Starts false. */
+void rp_server_set_serving(rp_server *s, bool serving);
+bool rp_server_serving(const rp_server *s);
+
+/* Counters, as Admin.Status reports them. Thread-safe. */
+typedef struct rp_server_stats {
+    uint64_t calls_total;  /* finished calls, built-ins included */
+    uint64_t calls_failed; /* finished with a status other than OK */
+    uint32_t in_flight;    /* calls received and not yet finished */
+    double uptime_s;
+} rp_server_stats;
+void rp_server_get_stats(const rp_server *s, rp_server_stats *out);
+
+/*
+ * Stops the server: reports NOT_SERVING, ends Health/Watch streams, stops accepting,
+ * waits up to grace_s for in-flight calls (calls already received are still answered),
+ * then cancels what is left and joins the workers. Returns RP_OK when every call
+ * finished within the grace period, RP_ETIMEDOUT when some were cancelled. Idempotent;
+ * call from one thread, never from a handler.
+ */
+int rp_server_stop(rp_server *s, double grace_s);
+/* Stops (grace from the config) if still running, then frees. NULL is a no-op. */
+void rp_server_destroy(rp_server *s);
+
+/*
+ * Blocks until SIGTERM or SIGINT (installing handlers for both), then rp_server_stop
+ * with the configured grace. Returns RP_OK after a clean drain (the service exits 0),
+ * RP_ETIMEDOUT when calls had to be cancelled. Call from the main thread.
+ */
+int rp_server_run_until_signal(rp_server *s);
+
+/* ---- inside a handler ---- */
+
+/* The call's arena: request, response and scratch memory, freed after the response is
+ * sent. Not thread-safe (one call, one thread). */
+rp_arena *rp_call_arena(rp_call *c);
+/* A protobuf-c allocator over the arena (to unpack nested messages, etc.). */
+ProtobufCAllocator *rp_call_allocator(rp_call *c);
+/* The method row's user data. */
+void *rp_call_user(const rp_call *c);
+rp_server *rp_call_server(const rp_call *c);
+/* The full method path ("/recpipe.v1.Ranking/Rank"). */
+const char *rp_call_method(const rp_call *c);
+/* The caller's deadline on the rp_now_ns() clock; UINT64_MAX when it set none. */
+uint64_t rp_call_deadline_ns(const rp_call *c);
+/* Milliseconds left before the deadline (negative when past; INT64_MAX when none). */
+int64_t rp_call_remaining_ms(const rp_call *c);
+/* "ipv4:127.0.0.1:41234". Owned by the call. */
+const char *rp_call_peer(rp_call *c);
+/* The "x-request-id" header when the caller sent a sane one, else a generated id.
+ * Also set as the log request id of the worker thread while the handler runs, and sent
+ * back as "x-request-id" in the response headers. Owned by the call. */
+const char *rp_call_request_id(const rp_call *c);
+/* The first value of request header key (lower case, e.g. "authorization") as a
+ * NUL-terminated copy in the call's arena, or NULL when absent. */
+const char *rp_call_metadata(rp_call *c, const char *key);
+
+/* A handler for business methods of a service that has no bundle: answers UNAVAILABLE
+ * "no bundle is loaded ...". Services put it in their table until a bundle exists (or
+ * return rp_no_bundle(err) from their own handler). */
+int rp_handler_no_bundle(rp_call *call, const ProtobufCMessage *req, ProtobufCMessage **resp,
+                         rp_error *err);
+int rp_no_bundle(rp_error *err);
+
+/* ======================================================================== client */
+
+typedef struct rp_client rp_client;
+
+typedef struct rp_client_config {
+    int64_t max_message_bytes; /* largest response accepted; <= 0 = 4 MiB */
+    /* Separate TCP connections per rp_client (by default gRPC shares one connection
+     * among channels with identical arguments in the process). */
+    bool own_connections;
+} rp_client_config;
+
+/* Creates a client (cfg may be NULL for defaults). Thread-safe once created. */
+int rp_client_create(const rp_client_config *cfg, rp_client **out, rp_error *err);
+/* Closes every channel. No call may be in progress. NULL is a no-op. */
+void rp_client_destroy(rp_client *c);
+
+/* A request header. */
+typedef struct rp_md {
+    const char *key; /* lower case: "authorization", "x-request-id" */
+    const char *value;
+} rp_md;
+
+/* Options of one call; NULL = defaults. */
+typedef struct rp_call_opts {
+    int64_t timeout_ms; /* <= 0: no deadline (avoid it) */
+    const rp_md *md;    /* extra request headers, copied at start */
+    size_t nmd;
+} rp_call_opts;
+
+/* The outcome of a call as the server (or the transport) stated it. */
+typedef struct rp_status {
+    int code;      /* gRPC status code (RP_GRPC_*) */
+    char msg[512]; /* status details, possibly empty */
+} rp_status;
+
+/*
+ * A blocking unary call: sends req to method on target ("host:port" or
+ * "h1:p1,h2:p2"), waits at most opts->timeout_ms, and on OK unpacks the response (of
+ * type resp_desc) into arena: *resp is valid until the arena is reset or destroyed.
+ * Returns RP_OK, or rp_err_from_grpc_status(st->code) for a non-OK status, RP_EPARSE
+ * when the response does not parse (st->code is then INTERNAL), RP_EINVAL for an
+ * unusable target. st (may be NULL) receives the status either way. Thread-safe.
+ */
+int rp_client_unary(rp_client *c, const char *target, const char *method,
+                    const ProtobufCMessage *req, const ProtobufCMessageDescriptor *resp_desc,
+                    rp_arena *arena, ProtobufCMessage **resp, const rp_call_opts *opts,
+                    rp_status *st);
+
+/* ---- asynchronous calls: start many, then drive them to completion ---- */
+
+typedef struct rp_async rp_async;
+
+/*
+ * Called once per started call, from the thread driving rp_async_wait. rc and st are as
+ * for rp_client_unary; resp (NULL unless rc == RP_OK) lives in the arena given at start.
+ */
+typedef void (*rp_async_cb)(void *user, int rc, ProtobufCMessage *resp, const rp_status *st);
+
+/* A set of calls sharing one completion queue. One thread at a time uses it. */
+int rp_async_create(rp_client *c, rp_async **out, rp_error *err);
+/* Cancels and drains calls still pending (their callbacks run), then frees. NULL ok. */
+void rp_async_destroy(rp_async *a);
+/*
+ * Starts a unary call; returns at once. The request is serialized before returning
+ * (req may be freed then). The response is unpacked into arena, which must stay valid
+ * and unused by other threads until the callback ran. When this returns an error the
+ * callback is never called.
+ */
+int rp_async_start(rp_async *a, const char *target, const char *method,
+                   const ProtobufCMessage *req, const ProtobufCMessageDescriptor *resp_desc,
+                   rp_arena *arena, const rp_call_opts *opts, rp_async_cb cb, void *user,
+                   rp_error *err);
+/* Calls started and whose callback has not run yet. */
+size_t rp_async_pending(const rp_async *a);
+/*
+ * Runs callbacks as calls complete until none is pending or timeout_ms passed
+ * (timeout_ms < 0: no limit). At the timeout the calls still pending are cancelled and
+ * their callbacks run with CANCELLED before this returns. Returns RP_OK when all
+ * completed on their own, RP_ETIMEDOUT otherwise.
+ */
+int rp_async_wait(rp_async *a, int64_t timeout_ms);
+
+#endif

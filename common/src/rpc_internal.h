@@ -1,0 +1,126 @@
+/* rpc_internal.h — what the files of the RPC layer share (rpc_server.c, health.c, admin.c). */
+#ifndef RP_RPC_INTERNAL_H
+#define RP_RPC_INTERNAL_H
+
+#include "rp/rpc.h"
+
+#include <grpc/grpc.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+/* A completion-queue tag: every tag the layer posts embeds one; the worker loop calls
+ * tag->cb(tag, ok). */
+typedef struct rp__tag rp__tag;
+struct rp__tag {
+    void (*cb)(rp__tag *tag, bool ok);
+};
+
+#define RP__CONTAINER(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+
+typedef enum rp__kind {
+    RP__UNARY = 0,  /* the method table's handler */
+    RP__WATCH = 1,  /* grpc.health.v1.Health/Watch (server streaming) */
+} rp__kind;
+
+/* A registered method: a row of the service's table or a built-in. */
+typedef struct rp__method {
+    rp_method m;
+    rp__kind kind;
+    void *handle; /* grpc_server_register_method */
+} rp__method;
+
+typedef struct rp__worker rp__worker;
+
+/* One call slot, then the call that arrived in it. Its events come one after the other,
+ * possibly on different workers, so it is never touched by two threads at once. */
+struct rp_call {
+    rp__tag arrived; /* the requested call matched */
+    rp__tag done;    /* the answering batch completed */
+    rp_server *srv;
+    const rp__method *method; /* NULL for a generic (unknown method) slot */
+    rp_call *next_free;
+
+    grpc_call *call;
+    gpr_timespec deadline;
+    grpc_metadata_array md;
+    grpc_byte_buffer *payload;
+    grpc_call_details details; /* generic slots only */
+
+    rp_arena *arena;
+    ProtobufCAllocator alloc;
+    uint64_t t_start_ns;
+    uint64_t deadline_ns;
+    char *peer; /* arena */
+    char request_id[40];
+
+    /* the answer */
+    grpc_metadata resp_md[1];
+    grpc_byte_buffer *resp_bb;
+    grpc_slice status_details;
+    int status;
+    int cancelled;
+};
+
+struct rp__worker {
+    rp_server *srv;
+    int index;
+    pthread_t thread;
+    rp_call *free_list; /* touched only by this worker's thread */
+};
+
+typedef struct rp__watcher rp__watcher;
+
+struct rp_server {
+    char *service, *version, *listen, *bound_address;
+    int port;
+    int nthreads;
+    int64_t max_message_bytes;
+    double grace_s;
+    rp_status_hook status_hook;
+    void *status_user;
+
+    rp__method *methods;
+    size_t nmethods;
+    grpc_server *server;
+    grpc_completion_queue *cq; /* shared by every worker */
+    rp__worker *workers;
+    int nworkers_started;
+    bool started; /* grpc_server_start was called */
+
+    atomic_bool serving;
+    atomic_bool stopping;
+    atomic_uint_fast64_t calls_total, calls_failed;
+    atomic_uint in_flight;
+    uint64_t start_ns;
+
+    /* shutdown notification */
+    rp__tag shutdown_tag;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    bool shutdown_done;
+    bool stopped;
+    int stop_rc;
+
+    /* Health/Watch streams, under mu */
+    rp__watcher *watchers;
+};
+
+/* health.c */
+int rp__health_check(rp_call *call, const ProtobufCMessage *req, ProtobufCMessage **resp,
+                     rp_error *err);
+/* Takes over call->call for a Watch stream; the slot is recycled by the caller. */
+void rp__health_watch_start(rp_call *call, const ProtobufCMessage *req);
+/* Sends the current status to every Watch stream (mu held by caller: no). */
+void rp__health_notify(rp_server *s);
+/* Ends every Watch stream with status OK (stopping). */
+void rp__health_end_watchers(rp_server *s);
+/* True when name is "" or a service whose methods this server answers. */
+bool rp__server_knows_service(const rp_server *s, const char *name);
+
+/* admin.c */
+int rp__admin_status(rp_call *call, const ProtobufCMessage *req, ProtobufCMessage **resp,
+                     rp_error *err);
+int rp__admin_unimplemented(rp_call *call, const ProtobufCMessage *req, ProtobufCMessage **resp,
+                            rp_error *err);
+
+#endif

@@ -1,0 +1,827 @@
+/*
+ * rpc_server.c — the unary server over the gRPC C core.
+ *
+ * N worker threads drive one shared completion queue, so that a call never waits behind
+ * a slow handler while another worker is idle. Every registered method has
+ * SLOTS_PER_METHOD requested calls posted, plus GENERIC_SLOTS generic ones that answer
+ * UNIMPLEMENTED (without them a call to an unknown method waits for its deadline). When
+ * a slot fills, a fresh slot is posted first, then the handler runs and the call is
+ * answered with one batch; the call struct (and its arena) goes to the free list of the
+ * worker that saw that batch complete.
+ */
+#include "rpc_internal.h"
+
+#include "grpc/health/v1/health.pb-c.h"
+#include "recpipe/v1/admin.pb-c.h"
+#include "rp/clock.h"
+#include "rp/log.h"
+#include "rp/threads.h"
+
+#include <errno.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Requested calls per method. Calls beyond them wait inside gRPC until a worker re-posts
+ * a slot; calls matched to a slot are answered even during a drain, calls still waiting
+ * when the server stops get UNAVAILABLE (safe to retry elsewhere). */
+#define SLOTS_PER_METHOD 64
+#define GENERIC_SLOTS 8
+
+static const char *const health_check_path = "/grpc.health.v1.Health/Check";
+static const char *const health_watch_path = "/grpc.health.v1.Health/Watch";
+
+/* ------------------------------------------------------------------ call slots */
+
+static void on_arrived(rp__tag *t, bool ok);
+static void on_done(rp__tag *t, bool ok);
+
+static _Thread_local rp__worker *tls_worker;
+
+static rp_call *call_get(rp_server *s)
+{
+    rp__worker *w = tls_worker && tls_worker->srv == s ? tls_worker : NULL;
+    rp_call *c = w ? w->free_list : NULL;
+    if (c) {
+        w->free_list = c->next_free;
+    } else {
+        c = calloc(1, sizeof *c);
+        if (!c) return NULL;
+        c->arrived.cb = on_arrived;
+        c->done.cb = on_done;
+        c->srv = s;
+    }
+    c->next_free = NULL;
+    c->call = NULL;
+    c->payload = NULL;
+    c->resp_bb = NULL;
+    c->peer = NULL;
+    c->status = RP_GRPC_OK;
+    c->cancelled = 0;
+    c->request_id[0] = '\0';
+    c->status_details = grpc_empty_slice();
+    grpc_metadata_array_init(&c->md);
+    grpc_call_details_init(&c->details);
+    return c;
+}
+
+static void call_free(rp_call *c)
+{
+    rp_arena_destroy(c->arena);
+    free(c);
+}
+
+/* Releases what the call holds and keeps the struct (and its arena) for reuse by this
+ * worker; frees it outright on any other thread. */
+static void call_put(rp_call *c)
+{
+    if (c->call) grpc_call_unref(c->call);
+    c->call = NULL;
+    if (c->payload) grpc_byte_buffer_destroy(c->payload);
+    c->payload = NULL;
+    if (c->resp_bb) grpc_byte_buffer_destroy(c->resp_bb);
+    c->resp_bb = NULL;
+    grpc_slice_unref(c->status_details);
+    c->status_details = grpc_empty_slice();
+    grpc_metadata_array_destroy(&c->md);
+    grpc_call_details_destroy(&c->details);
+    rp__worker *w = tls_worker && tls_worker->srv == c->srv ? tls_worker : NULL;
+    if (!w) {
+        call_free(c);
+        return;
+    }
+    if (c->arena) rp_arena_reset(c->arena);
+    c->next_free = w->free_list;
+    w->free_list = c;
+}
+
+/* Posts one slot for method m (NULL = generic). */
+static int post_slot(rp_server *s, const rp__method *m)
+{
+    rp_call *c = call_get(s);
+    if (!c) return RP_ENOMEM;
+    c->method = m;
+    grpc_call_error e;
+    if (m) {
+        e = grpc_server_request_registered_call(s->server, m->handle, &c->call, &c->deadline,
+                                                &c->md, &c->payload, s->cq, s->cq, &c->arrived);
+    } else {
+        e = grpc_server_request_call(s->server, &c->call, &c->details, &c->md, s->cq, s->cq,
+                                     &c->arrived);
+    }
+    if (e != GRPC_CALL_OK) {
+        call_put(c);
+        return RP_EIO;
+    }
+    return RP_OK;
+}
+
+/* ------------------------------------------------------------------ answering */
+
+static uint64_t splitmix64(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static bool sane_request_id(const char *p, size_t n)
+{
+    if (n == 0 || n >= 40) return false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = p[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '-' || ch == '_' || ch == '.' || ch == ':'))
+            return false;
+    }
+    return true;
+}
+
+static void set_request_id(rp_call *c)
+{
+    for (size_t i = 0; i < c->md.count; i++) {
+        const grpc_slice *k = &c->md.metadata[i].key;
+        if (GRPC_SLICE_LENGTH(*k) == 12 && !memcmp(GRPC_SLICE_START_PTR(*k), "x-request-id", 12)) {
+            const grpc_slice *v = &c->md.metadata[i].value;
+            size_t n = GRPC_SLICE_LENGTH(*v);
+            if (sane_request_id((const char *)GRPC_SLICE_START_PTR(*v), n)) {
+                memcpy(c->request_id, GRPC_SLICE_START_PTR(*v), n);
+                c->request_id[n] = '\0';
+                return;
+            }
+        }
+    }
+    static _Thread_local uint64_t state;
+    if (!state) state = rp_now_ns() ^ ((uint64_t)(uintptr_t)&state << 16);
+    snprintf(c->request_id, sizeof c->request_id, "%016" PRIx64, splitmix64(&state));
+}
+
+static void set_deadline(rp_call *c)
+{
+    gpr_timespec d = c->deadline;
+    if (d.tv_sec == INT64_MAX || d.clock_type == GPR_TIMESPAN) {
+        c->deadline_ns = UINT64_MAX;
+        return;
+    }
+    gpr_timespec left = gpr_time_sub(d, gpr_now(d.clock_type));
+    int64_t left_ns = (int64_t)left.tv_sec * 1000000000 + left.tv_nsec;
+    uint64_t t = rp_now_ns();
+    if (left_ns >= 0) c->deadline_ns = t + (uint64_t)left_ns;
+    else c->deadline_ns = (uint64_t)-left_ns < t ? t - (uint64_t)-left_ns : 0;
+}
+
+static void access_log(rp_call *c, const char *method)
+{
+    if (rp_log_get_level() > RP_LOG_INFO) return;
+    double ms = (double)(rp_now_ns() - c->t_start_ns) / 1e6;
+    char fields[768];
+    size_t n = 0;
+    n += (size_t)snprintf(fields + n, sizeof fields - n, "\"method\":\"");
+    rp_json_escape(fields, sizeof fields, &n, method);
+    n += (size_t)snprintf(fields + n, sizeof fields - n,
+                          "\",\"status\":\"%s\",\"code\":%d,\"latency_ms\":%.3f,\"peer\":\"",
+                          rp_grpc_status_name(c->status), c->status, ms);
+    if (n < sizeof fields) rp_json_escape(fields, sizeof fields, &n, rp_call_peer(c));
+    if (n + 2 < sizeof fields) {
+        fields[n++] = '"';
+        fields[n] = '\0';
+    }
+    rp_log_set_request_id(c->request_id);
+    rp_logx(RP_LOG_INFO, "rpc", fields, "call");
+    rp_log_set_request_id(NULL);
+}
+
+/* Sends the answer in one batch: headers, the message (when c->resp_bb), the status,
+ * and waits for the close so that the batch completes when the call is over. */
+static void answer(rp_call *c, int status, const char *details)
+{
+    c->status = status;
+    if (details && *details) {
+        grpc_slice_unref(c->status_details);
+        c->status_details = grpc_slice_from_copied_string(details);
+    }
+    grpc_op ops[4];
+    memset(ops, 0, sizeof ops);
+    size_t n = 0;
+    ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+    if (c->request_id[0]) {
+        c->resp_md[0].key = grpc_slice_from_static_string("x-request-id");
+        c->resp_md[0].value = grpc_slice_from_static_string(c->request_id);
+        ops[n].data.send_initial_metadata.count = 1;
+        ops[n].data.send_initial_metadata.metadata = c->resp_md;
+    }
+    n++;
+    if (c->resp_bb && status == RP_GRPC_OK) {
+        ops[n].op = GRPC_OP_SEND_MESSAGE;
+        ops[n].data.send_message.send_message = c->resp_bb;
+        n++;
+    }
+    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[n].data.send_status_from_server.status = (grpc_status_code)status;
+    ops[n].data.send_status_from_server.status_details = &c->status_details;
+    n++;
+    ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    ops[n].data.recv_close_on_server.cancelled = &c->cancelled;
+    n++;
+    grpc_call_error e = grpc_call_start_batch(c->call, ops, n, &c->done, NULL);
+    if (e != GRPC_CALL_OK) {
+        /* Only a programming error gets here; the call cannot be answered. */
+        rp_errlog("rpc", "answering %s failed: grpc_call_start_batch error %d",
+                  c->method ? c->method->m.path : "(unknown)", (int)e);
+        on_done(&c->done, false);
+    }
+}
+
+static void on_done(rp__tag *t, bool ok)
+{
+    rp_call *c = RP__CONTAINER(t, rp_call, done);
+    rp_server *s = c->srv;
+    (void)ok;
+    if (c->cancelled && c->status == RP_GRPC_OK) c->status = RP_GRPC_CANCELLED;
+    atomic_fetch_add(&s->calls_total, 1);
+    if (c->status != RP_GRPC_OK) atomic_fetch_add(&s->calls_failed, 1);
+    access_log(c, c->method ? c->method->m.path : "(unknown)");
+    atomic_fetch_sub(&s->in_flight, 1);
+    call_put(c);
+}
+
+/* Runs the handler of a registered unary method and answers. */
+static void serve_unary(rp_call *c)
+{
+    rp_server *s = c->srv;
+    const rp__method *m = c->method;
+    rp_error err = {0};
+    char msg[600];
+    grpc_slice raw = grpc_empty_slice();
+
+    if (!c->arena && rp_arena_create(0, &c->arena) != RP_OK) {
+        answer(c, RP_GRPC_RESOURCE_EXHAUSTED, "out of memory for the call's arena");
+        return;
+    }
+    rp_arena_pb_allocator(c->arena, &c->alloc);
+    if (!c->payload) {
+        snprintf(msg, sizeof msg, "%s: the request carries no message", m->m.path);
+        answer(c, RP_GRPC_INVALID_ARGUMENT, msg);
+        return;
+    }
+    grpc_byte_buffer_reader reader;
+    if (!grpc_byte_buffer_reader_init(&reader, c->payload)) {
+        snprintf(msg, sizeof msg, "%s: the request could not be decompressed", m->m.path);
+        answer(c, RP_GRPC_INVALID_ARGUMENT, msg);
+        return;
+    }
+    raw = grpc_byte_buffer_reader_readall(&reader);
+    grpc_byte_buffer_reader_destroy(&reader);
+    ProtobufCMessage *req = protobuf_c_message_unpack(m->m.request, &c->alloc,
+                                                      GRPC_SLICE_LENGTH(raw),
+                                                      GRPC_SLICE_START_PTR(raw));
+    grpc_slice_unref(raw);
+    if (!req) {
+        snprintf(msg, sizeof msg, "%s: the request is not a valid %s message", m->m.path,
+                 m->m.request->name);
+        answer(c, RP_GRPC_INVALID_ARGUMENT, msg);
+        return;
+    }
+    if (m->kind == RP__WATCH) {
+        /* The stream takes the grpc_call over; this slot is finished without a status. */
+        rp__health_watch_start(c, req);
+        atomic_fetch_sub(&s->in_flight, 1);
+        c->call = NULL;
+        call_put(c);
+        return;
+    }
+
+    ProtobufCMessage *resp = NULL;
+    rp_log_set_request_id(c->request_id);
+    int rc = m->m.handler(c, req, &resp, &err);
+    rp_log_set_request_id(NULL);
+    if (rc != RP_OK) {
+        const char *text = err.msg[0] ? err.msg : rp_strerror(rc);
+        answer(c, rp_err_grpc_status(rc), text);
+        return;
+    }
+    if (!resp || resp->descriptor != m->m.response) {
+        snprintf(msg, sizeof msg, "%s: the handler returned %s instead of a %s", m->m.path,
+                 resp ? resp->descriptor->name : "no message", m->m.response->name);
+        rp_errlog("rpc", "%s", msg);
+        answer(c, RP_GRPC_INTERNAL, msg);
+        return;
+    }
+    size_t len = protobuf_c_message_get_packed_size(resp);
+    grpc_slice out = grpc_slice_malloc(len);
+    protobuf_c_message_pack(resp, GRPC_SLICE_START_PTR(out));
+    c->resp_bb = grpc_raw_byte_buffer_create(&out, 1);
+    grpc_slice_unref(out);
+    answer(c, RP_GRPC_OK, NULL);
+}
+
+static void serve_unknown(rp_call *c)
+{
+    char msg[600];
+    char path[400];
+    size_t n = GRPC_SLICE_LENGTH(c->details.method);
+    if (n >= sizeof path) n = sizeof path - 1;
+    memcpy(path, GRPC_SLICE_START_PTR(c->details.method), n);
+    path[n] = '\0';
+    snprintf(msg, sizeof msg, "unknown method %s", path);
+    answer(c, RP_GRPC_UNIMPLEMENTED, msg);
+}
+
+static void on_arrived(rp__tag *t, bool ok)
+{
+    rp_call *c = RP__CONTAINER(t, rp_call, arrived);
+    rp_server *s = c->srv;
+    if (!ok) {
+        /* The server is shutting down: this slot will never be filled. */
+        call_put(c);
+        return;
+    }
+    c->t_start_ns = rp_now_ns();
+    atomic_fetch_add(&s->in_flight, 1);
+    if (!atomic_load(&s->stopping) && post_slot(s, c->method) != RP_OK && !atomic_load(&s->stopping))
+        rp_errlog("rpc", "could not post a new call slot for %s",
+                  c->method ? c->method->m.path : "unknown methods");
+    set_request_id(c);
+    if (!c->method) {
+        c->deadline_ns = UINT64_MAX;
+        serve_unknown(c);
+        return;
+    }
+    set_deadline(c);
+    if (c->deadline_ns <= c->t_start_ns) {
+        /* It waited for a worker past its deadline: the caller has given up already. */
+        char msg[600];
+        snprintf(msg, sizeof msg, "%s: the deadline passed before a worker was free",
+                 c->method->m.path);
+        answer(c, RP_GRPC_DEADLINE_EXCEEDED, msg);
+        return;
+    }
+    serve_unary(c);
+}
+
+/* ------------------------------------------------------------------ workers */
+
+static void *worker_main(void *arg)
+{
+    rp__worker *w = arg;
+    tls_worker = w;
+    for (;;) {
+        grpc_event ev = grpc_completion_queue_next(w->srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME),
+                                                   NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
+        if (ev.type != GRPC_OP_COMPLETE) continue;
+        rp__tag *t = ev.tag;
+        t->cb(t, ev.success != 0);
+    }
+    while (w->free_list) {
+        rp_call *c = w->free_list;
+        w->free_list = c->next_free;
+        call_free(c);
+    }
+    tls_worker = NULL;
+    return NULL;
+}
+
+static void on_shutdown(rp__tag *t, bool ok)
+{
+    rp_server *s = RP__CONTAINER(t, rp_server, shutdown_tag);
+    (void)ok;
+    pthread_mutex_lock(&s->mu);
+    s->shutdown_done = true;
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ------------------------------------------------------------------ lifecycle */
+
+static char *xstrdup(const char *s)
+{
+    return strdup(s ? s : "");
+}
+
+static bool has_path(const rp_method *methods, size_t n, const char *path)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(methods[i].path, path)) return true;
+    return false;
+}
+
+/* The service's table, then each built-in the table does not override. */
+static int build_methods(rp_server *s, const rp_method *methods, size_t n, rp_error *err)
+{
+    const rp_method builtins[] = {
+        {health_check_path, &grpc__health__v1__health_check_request__descriptor,
+         &grpc__health__v1__health_check_response__descriptor, rp__health_check, NULL},
+        {health_watch_path, &grpc__health__v1__health_check_request__descriptor,
+         &grpc__health__v1__health_check_response__descriptor, NULL, NULL},
+        {"/recpipe.v1.Admin/Status", &recpipe__v1__status_request__descriptor,
+         &recpipe__v1__status_response__descriptor, rp__admin_status, NULL},
+        {"/recpipe.v1.Admin/Reload", &recpipe__v1__reload_request__descriptor,
+         &recpipe__v1__reload_response__descriptor, rp__admin_unimplemented, NULL},
+        {"/recpipe.v1.Admin/UpsertItems", &recpipe__v1__upsert_items_request__descriptor,
+         &recpipe__v1__upsert_items_response__descriptor, rp__admin_unimplemented, NULL},
+        {"/recpipe.v1.Admin/DeleteItems", &recpipe__v1__delete_items_request__descriptor,
+         &recpipe__v1__delete_items_response__descriptor, rp__admin_unimplemented, NULL},
+    };
+    size_t nb = sizeof builtins / sizeof builtins[0];
+    s->methods = calloc(n + nb, sizeof *s->methods);
+    if (!s->methods) return rp_errorf(err, RP_ENOMEM, "out of memory for the method table");
+    for (size_t i = 0; i < n; i++) {
+        const rp_method *m = &methods[i];
+        if (!m->path || m->path[0] != '/' || !strchr(m->path + 1, '/'))
+            return rp_errorf(err, RP_EINVAL, "method table row %zu: path '%s' is not "
+                             "\"/package.Service/Method\"", i, m->path ? m->path : "(null)");
+        if (!m->request || !m->response || !m->handler)
+            return rp_errorf(err, RP_EINVAL, "method table row %zu (%s): request, response and "
+                             "handler are required", i, m->path);
+        if (has_path(methods, i, m->path))
+            return rp_errorf(err, RP_EINVAL, "method table row %zu: %s is listed twice", i,
+                             m->path);
+        if (!strcmp(m->path, health_watch_path))
+            return rp_errorf(err, RP_EINVAL, "method table row %zu: %s is built in", i, m->path);
+        s->methods[s->nmethods++].m = *m;
+    }
+    for (size_t i = 0; i < nb; i++) {
+        if (has_path(methods, n, builtins[i].path)) continue;
+        rp__method *bm = &s->methods[s->nmethods++];
+        bm->m = builtins[i];
+        bm->kind = !strcmp(builtins[i].path, health_watch_path) ? RP__WATCH : RP__UNARY;
+    }
+    return RP_OK;
+}
+
+/* "127.0.0.1:0" + 43121 → "127.0.0.1:43121". */
+static char *bound_address(const char *listen, int port)
+{
+    const char *colon = strrchr(listen, ':');
+    size_t host = colon ? (size_t)(colon - listen) : strlen(listen);
+    char *out = malloc(host + 16);
+    if (out) snprintf(out, host + 16, "%.*s:%d", (int)host, listen, port);
+    return out;
+}
+
+int rp_server_start(const rp_server_config *cfg, const rp_method *methods, size_t n,
+                    rp_server **out, rp_error *err)
+{
+    int rc = RP_OK;
+    *out = NULL;
+    if (!cfg || !cfg->listen || !*cfg->listen)
+        return rp_errorf(err, RP_EINVAL, "listen: an address is required (\"127.0.0.1:50051\")");
+    if (n && !methods) return rp_errorf(err, RP_EINVAL, "method table is NULL with %zu rows", n);
+
+    rp_server *s = calloc(1, sizeof *s);
+    if (!s) return rp_errorf(err, RP_ENOMEM, "out of memory for the server");
+    grpc_init();
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cond, NULL);
+    s->shutdown_tag.cb = on_shutdown;
+    s->start_ns = rp_now_ns();
+    s->service = xstrdup(cfg->service);
+    s->version = xstrdup(cfg->version);
+    s->listen = xstrdup(cfg->listen);
+    s->nthreads = cfg->threads > 0 ? cfg->threads : rp_ncores();
+    s->max_message_bytes = cfg->max_message_bytes > 0 ? cfg->max_message_bytes
+                                                      : RP_DEFAULT_MAX_MESSAGE_BYTES;
+    if (s->max_message_bytes > INT32_MAX) {
+        rc = rp_errorf(err, RP_EINVAL, "max message bytes: %" PRId64 " is above the limit %d",
+                       s->max_message_bytes, INT32_MAX);
+        goto fail;
+    }
+    s->grace_s = cfg->grace_s > 0 ? cfg->grace_s : 10.0;
+    s->status_hook = cfg->status_hook;
+    s->status_user = cfg->status_user;
+    if (!s->service || !s->version || !s->listen) {
+        rc = rp_errorf(err, RP_ENOMEM, "out of memory for the server");
+        goto fail;
+    }
+    if ((rc = build_methods(s, methods, n, err)) != RP_OK) goto fail;
+
+    grpc_arg args[2];
+    args[0].type = GRPC_ARG_INTEGER;
+    args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+    args[0].value.integer = (int)s->max_message_bytes;
+    /* Without this, a second server on a taken port would silently share it. */
+    args[1].type = GRPC_ARG_INTEGER;
+    args[1].key = (char *)GRPC_ARG_ALLOW_REUSEPORT;
+    args[1].value.integer = 0;
+    grpc_channel_args cargs = {2, args};
+    s->server = grpc_server_create(&cargs, NULL);
+    if (!s->server) {
+        rc = rp_errorf(err, RP_EIO, "grpc_server_create failed");
+        goto fail;
+    }
+    s->workers = calloc((size_t)s->nthreads, sizeof *s->workers);
+    if (!s->workers) {
+        rc = rp_errorf(err, RP_ENOMEM, "out of memory for %d workers", s->nthreads);
+        goto fail;
+    }
+    for (int i = 0; i < s->nthreads; i++) {
+        s->workers[i].srv = s;
+        s->workers[i].index = i;
+    }
+    s->cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(s->server, s->cq, NULL);
+    for (size_t i = 0; i < s->nmethods; i++) {
+        s->methods[i].handle = grpc_server_register_method(
+            s->server, s->methods[i].m.path, NULL, GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+        if (!s->methods[i].handle) {
+            rc = rp_errorf(err, RP_EINVAL, "cannot register method %s", s->methods[i].m.path);
+            goto fail;
+        }
+    }
+    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    s->port = grpc_server_add_http2_port(s->server, s->listen, creds);
+    grpc_server_credentials_release(creds);
+    if (s->port <= 0) {
+        rc = rp_errorf(err, RP_EIO, "cannot listen on %s (address in use, or not "
+                       "\"host:port\")", s->listen);
+        goto fail;
+    }
+    s->bound_address = bound_address(s->listen, s->port);
+    grpc_server_start(s->server);
+    s->started = true;
+    for (size_t k = 0; k < s->nmethods && rc == RP_OK; k++)
+        for (int j = 0; j < SLOTS_PER_METHOD && rc == RP_OK; j++) rc = post_slot(s, &s->methods[k]);
+    for (int j = 0; j < GENERIC_SLOTS && rc == RP_OK; j++) rc = post_slot(s, NULL);
+    if (rc != RP_OK) {
+        rp_errorf(err, rc, "cannot post call slots: %s", rp_strerror(rc));
+        goto fail;
+    }
+    for (int i = 0; i < s->nthreads; i++) {
+        if (pthread_create(&s->workers[i].thread, NULL, worker_main, &s->workers[i]) != 0) {
+            rc = rp_errorf(err, RP_ENOMEM, "cannot start worker thread %d: %s", i,
+                           strerror(errno));
+            goto fail;
+        }
+        s->nworkers_started++;
+    }
+    char fields[512];
+    size_t fl = 0;
+    fl += (size_t)snprintf(fields, sizeof fields, "\"service\":\"");
+    rp_json_escape(fields, sizeof fields, &fl, s->service);
+    fl += (size_t)snprintf(fields + fl, sizeof fields - fl, "\",\"address\":\"");
+    rp_json_escape(fields, sizeof fields, &fl, s->bound_address ? s->bound_address : s->listen);
+    snprintf(fields + fl, sizeof fields - fl, "\",\"port\":%d,\"threads\":%d", s->port,
+             s->nthreads);
+    rp_logx(RP_LOG_INFO, "rpc", fields, "listening on %s",
+            s->bound_address ? s->bound_address : s->listen);
+    *out = s;
+    return RP_OK;
+
+fail:
+    rp_server_destroy(s);
+    return rc;
+}
+
+int rp_server_port(const rp_server *s)
+{
+    return s->port;
+}
+
+void rp_server_set_serving(rp_server *s, bool serving)
+{
+    if (atomic_load(&s->stopping) && serving) return;
+    bool old = atomic_exchange(&s->serving, serving);
+    if (old != serving) {
+        rp_info("rpc", "%s is now %s", s->service, serving ? "SERVING" : "NOT_SERVING");
+        rp__health_notify(s);
+    }
+}
+
+bool rp_server_serving(const rp_server *s)
+{
+    return atomic_load(&s->serving);
+}
+
+void rp_server_get_stats(const rp_server *s, rp_server_stats *out)
+{
+    out->calls_total = atomic_load(&s->calls_total);
+    out->calls_failed = atomic_load(&s->calls_failed);
+    out->in_flight = atomic_load(&s->in_flight);
+    out->uptime_s = (double)(rp_now_ns() - s->start_ns) / 1e9;
+}
+
+static bool wait_shutdown(rp_server *s, double seconds)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    double whole = (double)(int64_t)seconds;
+    until.tv_sec += (time_t)whole;
+    until.tv_nsec += (long)((seconds - whole) * 1e9);
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&s->mu);
+    while (!s->shutdown_done)
+        if (pthread_cond_timedwait(&s->cond, &s->mu, &until) == ETIMEDOUT) break;
+    bool done = s->shutdown_done;
+    pthread_mutex_unlock(&s->mu);
+    return done;
+}
+
+int rp_server_stop(rp_server *s, double grace_s)
+{
+    if (s->stopped) return s->stop_rc;
+    s->stopped = true;
+    s->stop_rc = RP_OK;
+    if (!s->server) return RP_OK;
+    atomic_store(&s->stopping, true);
+    if (s->nworkers_started == s->nthreads) {
+        rp_server_stats st;
+        rp_server_get_stats(s, &st);
+        rp_info("rpc", "stopping %s: %u calls in flight, grace %.1f s", s->service, st.in_flight,
+                grace_s);
+        atomic_store(&s->serving, false);
+        rp__health_notify(s);
+        rp__health_end_watchers(s);
+        grpc_server_shutdown_and_notify(s->server, s->cq, &s->shutdown_tag);
+        if (!wait_shutdown(s, grace_s > 0 ? grace_s : 0.001)) {
+            rp_server_get_stats(s, &st);
+            rp_warn("rpc", "grace period of %.1f s over: cancelling %u calls", grace_s,
+                    st.in_flight);
+            s->stop_rc = RP_ETIMEDOUT;
+            grpc_server_cancel_all_calls(s->server);
+            if (!wait_shutdown(s, 30.0))
+                rp_errlog("rpc", "calls still not finished 30 s after cancelling them");
+        }
+    } else if (s->started) {
+        /* Failed start: no worker may be running to see the notification. */
+        grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+        grpc_server_shutdown_and_notify(s->server, cq, &s->shutdown_tag);
+        grpc_completion_queue_pluck(cq, &s->shutdown_tag, gpr_inf_future(GPR_CLOCK_REALTIME),
+                                    NULL);
+        grpc_completion_queue_shutdown(cq);
+        grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        grpc_completion_queue_destroy(cq);
+    }
+    grpc_server_destroy(s->server);
+    s->server = NULL;
+    if (s->cq) {
+        grpc_completion_queue_shutdown(s->cq);
+        for (int i = 0; i < s->nworkers_started; i++) pthread_join(s->workers[i].thread, NULL);
+        if (s->nworkers_started == 0) {
+            /* Never driven: release the slots posted on it. */
+            for (;;) {
+                grpc_event ev = grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_REALTIME),
+                                                           NULL);
+                if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
+                if (ev.type == GRPC_OP_COMPLETE) ((rp__tag *)ev.tag)->cb(ev.tag, false);
+            }
+        }
+        grpc_completion_queue_destroy(s->cq);
+        s->cq = NULL;
+    }
+    if (s->nworkers_started == s->nthreads)
+        rp_info("rpc", "%s stopped", s->service);
+    return s->stop_rc;
+}
+
+void rp_server_destroy(rp_server *s)
+{
+    if (!s) return;
+    rp_server_stop(s, s->grace_s);
+    free(s->workers);
+    free(s->methods);
+    free(s->service);
+    free(s->version);
+    free(s->listen);
+    free(s->bound_address);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cond);
+    free(s);
+    grpc_shutdown();
+}
+
+/* ------------------------------------------------------------------ signals */
+
+static int signal_pipe[2] = {-1, -1};
+
+static void on_signal(int sig)
+{
+    int saved = errno;
+    unsigned char b = (unsigned char)sig;
+    if (write(signal_pipe[1], &b, 1) < 0) {
+        /* Nothing to do from a signal handler. */
+    }
+    errno = saved;
+}
+
+int rp_server_run_until_signal(rp_server *s)
+{
+    if (signal_pipe[0] < 0 && pipe(signal_pipe) != 0) {
+        rp_errlog("rpc", "pipe: %s; stopping now", strerror(errno));
+        return rp_server_stop(s, s->grace_s);
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    unsigned char b = 0;
+    for (;;) {
+        ssize_t r = read(signal_pipe[0], &b, 1);
+        if (r == 1) break;
+        if (r < 0 && errno == EINTR) continue;
+        rp_errlog("rpc", "reading the signal pipe: %s; stopping now",
+                  r < 0 ? strerror(errno) : "end of file");
+        break;
+    }
+    rp_info("rpc", "received %s: draining calls (grace %.1f s)", b == SIGINT ? "SIGINT" : "SIGTERM",
+            s->grace_s);
+    /* A second signal during the drain should not kill the process mid-drain. */
+    return rp_server_stop(s, s->grace_s);
+}
+
+/* ------------------------------------------------------------------ call accessors */
+
+rp_arena *rp_call_arena(rp_call *c)
+{
+    return c->arena;
+}
+
+ProtobufCAllocator *rp_call_allocator(rp_call *c)
+{
+    return &c->alloc;
+}
+
+void *rp_call_user(const rp_call *c)
+{
+    return c->method ? c->method->m.user : NULL;
+}
+
+rp_server *rp_call_server(const rp_call *c)
+{
+    return c->srv;
+}
+
+const char *rp_call_method(const rp_call *c)
+{
+    return c->method ? c->method->m.path : "";
+}
+
+uint64_t rp_call_deadline_ns(const rp_call *c)
+{
+    return c->deadline_ns;
+}
+
+int64_t rp_call_remaining_ms(const rp_call *c)
+{
+    if (c->deadline_ns == UINT64_MAX) return INT64_MAX;
+    return ((int64_t)c->deadline_ns - (int64_t)rp_now_ns()) / 1000000;
+}
+
+const char *rp_call_peer(rp_call *c)
+{
+    if (c->peer) return c->peer;
+    char *p = c->call ? grpc_call_get_peer(c->call) : NULL;
+    if (p && c->arena) c->peer = rp_arena_strdup(c->arena, p);
+    gpr_free(p);
+    return c->peer ? c->peer : "";
+}
+
+const char *rp_call_request_id(const rp_call *c)
+{
+    return c->request_id;
+}
+
+const char *rp_call_metadata(rp_call *c, const char *key)
+{
+    size_t kl = strlen(key);
+    for (size_t i = 0; i < c->md.count; i++) {
+        const grpc_slice *k = &c->md.metadata[i].key;
+        if (GRPC_SLICE_LENGTH(*k) != kl || memcmp(GRPC_SLICE_START_PTR(*k), key, kl)) continue;
+        const grpc_slice *v = &c->md.metadata[i].value;
+        size_t n = GRPC_SLICE_LENGTH(*v);
+        char *out = rp_arena_alloc(c->arena, n + 1);
+        if (!out) return NULL;
+        memcpy(out, GRPC_SLICE_START_PTR(*v), n);
+        out[n] = '\0';
+        return out;
+    }
+    return NULL;
+}
+
+int rp_no_bundle(rp_error *err)
+{
+    return rp_errorf(err, RP_ENOBUNDLE, "no bundle is loaded (start the service with a bundle "
+                     "or load one with Admin.Reload)");
+}
+
+int rp_handler_no_bundle(rp_call *call, const ProtobufCMessage *req, ProtobufCMessage **resp,
+                         rp_error *err)
+{
+    (void)call;
+    (void)req;
+    (void)resp;
+    return rp_no_bundle(err);
+}
