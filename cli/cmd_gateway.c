@@ -1,0 +1,78 @@
+/* recpipe gateway: the Recommender service (gw/service.h). */
+#include "cli.h"
+#include "gw/service.h"
+#include "rp/log.h"
+#include "rp/threads.h"
+
+#include <stdio.h>
+
+int cmd_gateway(int argc, char **argv)
+{
+    const char *listen = NULL, *bundle = NULL, *state = NULL, *retrieval = NULL, *ranking = NULL;
+    const char *log_level = NULL;
+    int64_t threads = 0, history = 0, cache_entries = 0, map_mb = 0;
+    double cache_ttl = 0, deadline = 0, grace = 0;
+    const rp_opt opts[] = {
+        {"listen", RP_OPT_STR, &listen, "127.0.0.1:50050", 0, 0, "address to serve on", false},
+        {"bundle", RP_OPT_STR, &bundle, NULL, 0, 0,
+         "BUNDLE_DIR: titles, categories, embeddings and popularity of the items", true},
+        {"state", RP_OPT_STR, &state, NULL, 0, 0,
+         "STATE_DIR: user histories (LMDB), created when missing", true},
+        {"retrieval", RP_OPT_STR, &retrieval, "", 0, 0,
+         "retrieval shard addresses, comma-separated (one per shard; the answers are merged)",
+         false},
+        {"ranking", RP_OPT_STR, &ranking, "", 0, 0,
+         "ranking replica addresses, comma-separated (round robin); empty = retrieval order",
+         false},
+        {"threads", RP_OPT_INT, &threads, "8", 1, 256, "request threads", false},
+        {"history", RP_OPT_INT, &history, "200", 1, 10000,
+         "events kept per user (fixed when the state is created)", false},
+        {"state-map-size", RP_OPT_INT, &map_mb, "1024", 1, 1048576,
+         "LMDB map size of the user state, MiB (Feedback past it: RESOURCE_EXHAUSTED)", false},
+        {"cache-entries", RP_OPT_INT, &cache_entries, "10000", 1, 10000000,
+         "answers kept in the cache", false},
+        {"cache-ttl", RP_OPT_DURATION, &cache_ttl, "30s", 0.001, 86400, "cache time to live",
+         false},
+        {"default-deadline", RP_OPT_DURATION, &deadline, "100ms", 0.001, 60,
+         "deadline of Recommend calls that set none", false},
+        {"grace", RP_OPT_DURATION, &grace, "5s", 0.001, 600, "drain time on SIGTERM/SIGINT",
+         false},
+        {"log-level", RP_OPT_STR, &log_level, "info", 0, 0, "debug, info, warn, error, off",
+         false},
+    };
+    int rc = cli_parse("gateway",
+                       "gateway --bundle BUNDLE_DIR --state STATE_DIR [--listen ADDR] "
+                       "[--retrieval ADDR[,ADDR...]] [--ranking ADDR[,ADDR...]]",
+                       "Serves recpipe.v1.Recommender (Recommend, Feedback, ForgetUser): user "
+                       "state in LMDB,\nfan-out to retrieval shards, one ranking call, "
+                       "diversification, a cache, and\na degradation ladder when downstream "
+                       "services fail. Stops cleanly on SIGTERM/SIGINT.",
+                       opts, sizeof opts / sizeof opts[0], argc, argv, NULL, 0, NULL);
+    if (rc != RP_OK) return cli_parse_exit(rc);
+    rp_log_level lvl;
+    if (rp_log_parse_level(log_level, &lvl) != RP_OK) {
+        fprintf(stderr, "recpipe gateway: --log-level: unknown level \"%s\"\n"
+                        "Try 'recpipe gateway --help'.\n", log_level);
+        return RP_EXIT_USAGE;
+    }
+    rp_log_set_level(lvl);
+    rp_compute_threads(1);
+    gw_service_config cfg = {.listen = listen,
+                             .bundle = bundle,
+                             .state_dir = state,
+                             .retrieval = retrieval,
+                             .ranking = ranking,
+                             .threads = (int)threads,
+                             .history_len = (uint32_t)history,
+                             .state_map_size = (size_t)map_mb << 20,
+                             .cache_entries = (size_t)cache_entries,
+                             .cache_ttl_s = cache_ttl,
+                             .default_deadline_ms = (int64_t)(deadline * 1000 + 0.5),
+                             .grace_s = grace};
+    gw_service *s;
+    rp_error err = {0};
+    if ((rc = gw_service_start(&cfg, &s, &err)) != RP_OK) return cli_fail("gateway", &err);
+    rc = gw_service_run_until_signal(s);
+    gw_service_destroy(s);
+    return rc == RP_OK ? RP_EXIT_OK : RP_EXIT_FAILURE;
+}

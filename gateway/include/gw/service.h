@@ -1,0 +1,47 @@
+/*
+ * gw/service.h — the Recommender service (recpipe.v1.Recommender): Recommend, Feedback,
+ * ForgetUser over the RPC layer, with Admin.Status reporting the cache and feedback
+ * counters.
+ *
+ * Recommend: user history (LMDB) → cache → Retrieve fanned out to every shard in
+ * parallel, each under its share of the caller's deadline → in-process cold-start
+ * sources → merge, dedupe, drop seen and excluded → one Rank call → MMR + category
+ * caps → cache → answer. The degradation ladder (gw/merge.h) turns failures of
+ * downstream services into flags, never into errors, while anything useful exists.
+ */
+#ifndef GW_SERVICE_H
+#define GW_SERVICE_H
+
+#include "rp/err.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct gw_service_config {
+    const char *listen;      /* "127.0.0.1:50050"; port 0 picks a free one */
+    const char *bundle;      /* bundle directory: titles, categories, embeddings, popularity */
+    const char *state_dir;   /* user state (LMDB), created when missing */
+    const char *retrieval;   /* shard addresses, comma-separated: "h:p0,h:p1"; NULL/"" = none */
+    const char *ranking;     /* ranking replicas, comma-separated (round robin); NULL/"" = none */
+    int threads;             /* request threads; <= 0 = 8 (handlers block on downstream calls) */
+    size_t state_map_size;   /* LMDB map size; 0 = 1 GiB */
+    uint32_t history_len;    /* events kept per user; 0 = 200 */
+    size_t cache_entries;    /* 0 = 10,000 */
+    double cache_ttl_s;      /* 0 = 30 s */
+    int64_t default_deadline_ms; /* for callers that set none; <= 0 = 100 */
+    double grace_s;          /* drain time on SIGTERM; <= 0 = 5 s */
+} gw_service_config;
+
+typedef struct gw_service gw_service;
+
+/* Opens the bundle and the state store, connects the clients and starts serving.
+ * Errors name the bundle, directory or address. *out is NULL on error. */
+int gw_service_start(const gw_service_config *cfg, gw_service **out, rp_error *err);
+/* The bound port. */
+int gw_service_port(const gw_service *s);
+/* Blocks until SIGTERM/SIGINT, drains, returns RP_OK after a clean drain. */
+int gw_service_run_until_signal(gw_service *s);
+/* Stops (if running) and frees everything. NULL is a no-op. */
+void gw_service_destroy(gw_service *s);
+
+#endif
