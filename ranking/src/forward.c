@@ -124,6 +124,10 @@ int rank__ws_create(const rank_model *m, uint32_t Ca, uint32_t Cd, int train, ra
     SLOT(ws->H, L * d);
     SLOT(ws->HA, L * a1);
     SLOT(ws->M, d);
+    if (!train) {
+        SLOT(ws->HP, (d + 1) * L * a1);
+        SLOT(ws->T1, Ca * (d + 1));
+    }
     SLOT(ws->T, Ca * d);
     SLOT(ws->TA, Ca * a1);
     SLOT(ws->P, CL * d);
@@ -184,7 +188,7 @@ int rank__ws_create(const rank_model *m, uint32_t Ca, uint32_t Cd, int train, ra
     return RP_OK;
 }
 
-int rank_ws_create(const rank_model *m, rank_ws **out) { return rank__ws_create(m, 16, 128, 0, out); }
+int rank_ws_create(const rank_model *m, rank_ws **out) { return rank__ws_create(m, 32, 128, 0, out); }
 
 void rank_ws_free(rank_ws *ws)
 {
@@ -195,9 +199,44 @@ void rank_ws_free(rank_ws *ws)
 
 /* ---- forward ---- */
 
-static inline void relu_inplace(float *x, size_t n)
+/* Small vectorisable kernels (restrict: the compiler may use SIMD without checks). */
+static inline void add2_relu(float *restrict z, const float *restrict a, const float *restrict b,
+                             uint32_t n)
 {
-    for (size_t i = 0; i < n; i++) x[i] = x[i] > 0 ? x[i] : 0;
+    for (uint32_t j = 0; j < n; j++) {
+        float v = z[j] + a[j] + b[j];
+        z[j] = v > 0.0f ? v : 0.0f;
+    }
+}
+static inline void add_relu(float *restrict z, const float *restrict b, uint32_t n)
+{
+    for (uint32_t j = 0; j < n; j++) {
+        float v = z[j] + b[j];
+        z[j] = v > 0.0f ? v : 0.0f;
+    }
+}
+static inline void relu_n(float *restrict z, size_t n)
+{
+    for (size_t j = 0; j < n; j++) z[j] = z[j] > 0.0f ? z[j] : 0.0f;
+}
+static void softmax_rows(float *S, uint32_t C, uint32_t n)
+{
+    for (uint32_t c = 0; c < C; c++) {
+        float *a = S + (size_t)c * n, mx = a[0], sum = 0;
+        for (uint32_t l = 1; l < n; l++)
+            if (a[l] > mx) mx = a[l];
+        for (uint32_t l = 0; l < n; l++) {
+            a[l] = expf(a[l] - mx);
+            sum += a[l];
+        }
+        float inv = 1.0f / sum;
+        for (uint32_t l = 0; l < n; l++) a[l] *= inv;
+    }
+}
+static inline void mul(float *restrict p, const float *restrict h, const float *restrict t,
+                       uint32_t n)
+{
+    for (uint32_t k = 0; k < n; k++) p[k] = h[k] * t[k];
 }
 
 void rank__forward_user(const rank_model *m, rank_ws *ws)
@@ -246,54 +285,91 @@ void rank__forward_att(const rank_model *m, rank_ws *ws, uint32_t c0, uint32_t C
     /* h*t for every pair, then one GEMM with Wp */
     for (uint32_t c = 0; c < C; c++) {
         const float *t = ws->T + (size_t)c * d;
-        for (uint32_t l = 0; l < n; l++) {
-            const float *h = ws->H + (size_t)l * d;
-            float *p = ws->P + ((size_t)c * n + l) * d;
-            for (uint32_t k = 0; k < d; k++) p[k] = h[k] * t[k];
-        }
+        for (uint32_t l = 0; l < n; l++) mul(ws->P + ((size_t)c * n + l) * d, ws->H + (size_t)l * d, t, d);
     }
     int CN = (int)(C * n);
     cblas_sgemm(RM, NT, TR, CN, (int)a1, (int)d, 1.0f, ws->P, (int)d, m->Wp, (int)d, 0.0f, ws->R1,
                 (int)a1);
     for (uint32_t c = 0; c < C; c++) {
         const float *ta = ws->TA + (size_t)c * a1;
-        for (uint32_t l = 0; l < n; l++) {
-            float *z = ws->R1 + ((size_t)c * n + l) * a1;
-            const float *ha = ws->HA + (size_t)l * a1;
-            for (uint32_t j = 0; j < a1; j++) {
-                float v = z[j] + ha[j] + ta[j];
-                z[j] = v > 0 ? v : 0;
-            }
-        }
+        for (uint32_t l = 0; l < n; l++)
+            add2_relu(ws->R1 + ((size_t)c * n + l) * a1, ws->HA + (size_t)l * a1, ta, a1);
     }
     cblas_sgemm(RM, NT, TR, CN, (int)a2, (int)a1, 1.0f, ws->R1, (int)a1, m->p.W2, (int)a1, 0.0f,
                 ws->R2, (int)a2);
-    const float *b2 = m->p.b2, *w3 = m->p.w3;
-    for (int q = 0; q < CN; q++) {
-        float *z = ws->R2 + (size_t)q * a2, acc = 0;
-        for (uint32_t j = 0; j < a2; j++) {
-            float v = z[j] + b2[j];
-            v = v > 0 ? v : 0;
-            z[j] = v;
-            acc += v * w3[j];
-        }
-        ws->S[q] = acc;
-    }
+    for (int q = 0; q < CN; q++) add_relu(ws->R2 + (size_t)q * a2, m->p.b2, a2);
+    cblas_sgemv(RM, NT, CN, (int)a2, 1.0f, ws->R2, (int)a2, m->p.w3, 1, 0.0f, ws->S, 1);
     /* softmax over the history, per candidate: S becomes the attention weights */
-    for (uint32_t c = 0; c < C; c++) {
-        float *a = ws->S + (size_t)c * n, mx = a[0], sum = 0;
-        for (uint32_t l = 1; l < n; l++)
-            if (a[l] > mx) mx = a[l];
-        for (uint32_t l = 0; l < n; l++) {
-            a[l] = expf(a[l] - mx);
-            sum += a[l];
-        }
-        float inv = 1.0f / sum;
-        for (uint32_t l = 0; l < n; l++) a[l] *= inv;
-    }
+    softmax_rows(ws->S, C, n);
     /* interest = A H, straight into x0's third block */
     cblas_sgemm(RM, NT, NT, (int)C, (int)d, (int)n, 1.0f, ws->S, (int)n, ws->H, (int)d, 0.0f,
                 X0 + 2 * d, (int)D0);
+}
+
+/*
+ * Inference: the first attention layer of pair (t, h_l) is
+ *   z = Wp (h_l * t) + Wt t + Wh h_l + b1 = sum_k t_k (h_lk Wp[:,k] + Wt[:,k]) + (Wh h_l + b1),
+ * linear in [t | 1]. HP[k][l*att1 + j] = h_lk Wp[j][k] + Wt[j][k] for k < d and
+ * HP[d][l*att1 + j] = (Wh h_l + b1)_j, built once per request, so that the layer for all
+ * pairs of a chunk is one GEMM [C x (d+1)] x [(d+1) x (n att1)] whose output rows are
+ * already laid out as [candidate][event][unit].
+ */
+void rank__forward_user_fast(const rank_model *m, rank_ws *ws)
+{
+    rank__forward_user(m, ws);
+    const rank_shape *s = &m->s;
+    uint32_t d = s->dim, a1 = s->att1, n = ws->u.n;
+    size_t row = (size_t)n * a1;
+    for (uint32_t k = 0; k < d; k++) {
+        float *hp = ws->HP + (size_t)k * row;
+        for (uint32_t l = 0; l < n; l++) {
+            float hk = ws->H[(size_t)l * d + k];
+            float *o = hp + (size_t)l * a1;
+            for (uint32_t j = 0; j < a1; j++)
+                o[j] = hk * m->Wp[(size_t)j * d + k] + m->Wt[(size_t)j * d + k];
+        }
+    }
+    float *hb = ws->HP + (size_t)d * row;
+    for (uint32_t l = 0; l < n; l++)
+        for (uint32_t j = 0; j < a1; j++) hb[(size_t)l * a1 + j] = ws->HA[(size_t)l * a1 + j] + m->p.b1[j];
+}
+
+void rank__forward_att_fast(const rank_model *m, rank_ws *ws, uint32_t c0, uint32_t C)
+{
+    const rank_shape *s = &m->s;
+    uint32_t d = s->dim, a1 = s->att1, a2 = s->att2, n = ws->u.n, D0 = m->D0;
+    float *X0 = ws->X + (size_t)c0 * D0;
+    for (uint32_t c = 0; c < C; c++) {
+        const float *e = m->p.Eitem + (size_t)ws->cf[c0 + c].item * d;
+        memcpy(ws->T1 + (size_t)c * (d + 1), e, d * sizeof(float));
+        ws->T1[(size_t)c * (d + 1) + d] = 1.0f;
+        memcpy(X0 + (size_t)c * D0, e, d * sizeof(float));
+    }
+    if (!n) {
+        for (uint32_t c = 0; c < C; c++) memset(X0 + (size_t)c * D0 + 2 * d, 0, d * sizeof(float));
+        return;
+    }
+    int CN = (int)(C * n), row = (int)(n * a1);
+    cblas_sgemm(RM, NT, NT, (int)C, row, (int)(d + 1), 1.0f, ws->T1, (int)(d + 1), ws->HP, row,
+                0.0f, ws->R1, row);
+    relu_n(ws->R1, (size_t)CN * a1);
+    cblas_sgemm(RM, NT, TR, CN, (int)a2, (int)a1, 1.0f, ws->R1, (int)a1, m->p.W2, (int)a1, 0.0f,
+                ws->R2, (int)a2);
+    for (int q = 0; q < CN; q++) add_relu(ws->R2 + (size_t)q * a2, m->p.b2, a2);
+    cblas_sgemv(RM, NT, CN, (int)a2, 1.0f, ws->R2, (int)a2, m->p.w3, 1, 0.0f, ws->S, 1);
+    softmax_rows(ws->S, C, n);
+    cblas_sgemm(RM, NT, NT, (int)C, (int)d, (int)n, 1.0f, ws->S, (int)n, ws->H, (int)d, 0.0f,
+                X0 + 2 * d, (int)D0);
+}
+
+static inline void cross_combine(float *restrict xn, float *restrict u, const float *restrict x0,
+                                 const float *restrict xl, const float *restrict b, uint32_t n)
+{
+    for (uint32_t k = 0; k < n; k++) {
+        float v = u[k] + b[k];
+        u[k] = v;
+        xn[k] = x0[k] * v + xl[k];
+    }
 }
 
 void rank__forward_dense(const rank_model *m, rank_ws *ws, uint32_t C)
@@ -343,14 +419,9 @@ void rank__forward_dense(const rank_model *m, rank_ws *ws, uint32_t C)
             cblas_sgemm(RM, NT, TR, (int)C, (int)D0, (int)D0, 1.0f, Xl, (int)D0, p->cU[l], (int)D0,
                         0.0f, Ul, (int)D0);
         }
-        const float *b = p->cb[l];
         for (uint32_t c = 0; c < C; c++) {
             size_t o = (size_t)c * D0;
-            for (uint32_t k = 0; k < D0; k++) {
-                float uu = Ul[o + k] + b[k];
-                Ul[o + k] = uu;
-                Xn[o + k] = X0[o + k] * uu + Xl[o + k];
-            }
+            cross_combine(Xn + o, Ul + o, X0 + o, Xl + o, p->cb[l], D0);
         }
     }
     const float *xl = ws->X + s->n_cross * CD;
@@ -365,13 +436,7 @@ void rank__forward_dense(const rank_model *m, rank_ws *ws, uint32_t C)
         float *Yi = ws->Y + i * ystride;
         cblas_sgemm(RM, NT, TR, (int)C, (int)w, (int)win, 1.0f, in, (int)win, p->dW[i], (int)win,
                     0.0f, Yi, (int)w);
-        for (uint32_t c = 0; c < C; c++) {
-            float *y = Yi + (size_t)c * w;
-            for (uint32_t j = 0; j < w; j++) {
-                float v = y[j] + p->db[i][j];
-                y[j] = v > 0 ? v : 0;
-            }
-        }
+        for (uint32_t c = 0; c < C; c++) add_relu(Yi + (size_t)c * w, p->db[i], w);
         in = Yi;
         win = w;
     }
@@ -598,7 +663,7 @@ int rank_score(const rank_model *m, rank_ws *ws, const rank_event *hist, uint32_
                int32_t *best_hist, float *best_weight)
 {
     rank__user_features(m, hist, n_hist, now, &ws->u);
-    rank__forward_user(m, ws);
+    rank__forward_user_fast(m, ws);
     uint32_t n = ws->u.n;
     for (uint32_t cs = 0; cs < n_cands; cs += ws->Cd) {
         uint32_t Cn = n_cands - cs < ws->Cd ? n_cands - cs : ws->Cd;
@@ -606,7 +671,7 @@ int rank_score(const rank_model *m, rank_ws *ws, const rank_event *hist, uint32_
             rank__cand_features(m, &ws->u, &cands[cs + c], &ws->cf[c]);
         for (uint32_t c0 = 0; c0 < Cn; c0 += ws->Ca) {
             uint32_t C = Cn - c0 < ws->Ca ? Cn - c0 : ws->Ca;
-            rank__forward_att(m, ws, c0, C);
+            rank__forward_att_fast(m, ws, c0, C);
             if (best_hist) {
                 for (uint32_t c = 0; c < C; c++) {
                     int32_t bi = -1;

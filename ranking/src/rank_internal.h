@@ -98,6 +98,9 @@ struct rank_ws {
     int train;          /* backward buffers allocated */
     /* user part */
     float *H, *HA, *M;
+    /* inference only: HP [(d+1)][L*att1], the first attention layer of every history
+     * event as a function of t (see forward.c), and T1 [Ca][d+1] = [t | 1] */
+    float *HP, *T1;
     /* attention chunk */
     float *T, *TA, *P, *Z1, *R1, *Z2, *R2, *S;
     /* dense chunk */
@@ -124,6 +127,10 @@ void rank__forward_user(const rank_model *m, rank_ws *ws);
 void rank__forward_att(const rank_model *m, rank_ws *ws, uint32_t c0, uint32_t C);
 /* Fills the rest of x_0 rows [0, C) and runs cross + deep + output: ws->logit[0..C). */
 void rank__forward_dense(const rank_model *m, rank_ws *ws, uint32_t C);
+/* The inference variants: the first attention layer for all pairs of a chunk as one
+ * GEMM [t | 1] x HP. Same results as rank__forward_user / _att up to rounding. */
+void rank__forward_user_fast(const rank_model *m, rank_ws *ws);
+void rank__forward_att_fast(const rank_model *m, rank_ws *ws, uint32_t c0, uint32_t C);
 /* Whole forward of C <= Ca candidates (training and gradient checks). */
 void rank__forward(const rank_model *m, rank_ws *ws, uint32_t C);
 /* Backward of rank__forward given dlogit[C]: adds every gradient into g (layout of m). */

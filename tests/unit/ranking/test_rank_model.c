@@ -312,6 +312,15 @@ static void test_batched_equals_single(void **state)
         assert_true(b1[c] >= 3 && b1[c] < 7); /* only the last L = 4 events are read */
         assert_float_equal(w1[c], w2[c], 1e-5);
     }
+    /* The inference path (first attention layer as [t | 1] x HP) equals the training
+     * path that the gradient checks cover. */
+    rank_ws *tw;
+    assert_int_equal(rank__ws_create(m, 8, 8, 1, &tw), RP_OK);
+    rank__user_features(m, hist, 7, 5000, &tw->u);
+    for (int c = 0; c < 8; c++) rank__cand_features(m, &tw->u, &cands[c], &tw->cf[c]);
+    rank__forward(m, tw, 8);
+    for (int c = 0; c < 8; c++) assert_float_equal(all[c], 1.0f / (1.0f + expf(-tw->logit[c])), 1e-5);
+    rank_ws_free(tw);
     /* An empty history still scores; no explanation. */
     assert_int_equal(rank_score(m, ws, hist, 0, 5000, cands, 3, all, b1, w1), RP_OK);
     assert_int_equal(b1[0], -1);
