@@ -4,13 +4,20 @@ target_sources(rp_index PRIVATE
   ${CMAKE_CURRENT_SOURCE_DIR}/src/faiss_shim.cpp
   ${CMAKE_CURRENT_SOURCE_DIR}/src/ann.c
   ${CMAKE_CURRENT_SOURCE_DIR}/src/tune.c
-  ${CMAKE_CURRENT_SOURCE_DIR}/src/fvecs.c)
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/fvecs.c
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/itemstore.c
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/bundle.c
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/builder.c)
 # The shipped CATCH_AND_HANDLE prints every exception unless NDEBUG is set.
 set_source_files_properties(${CMAKE_CURRENT_SOURCE_DIR}/src/faiss_shim.cpp
   PROPERTIES COMPILE_DEFINITIONS NDEBUG)
 # -lfaiss before BLAS; OpenMP and the C++ runtime for the static libfaiss.a.
-target_link_libraries(rp_index PUBLIC faiss PkgConfig::OPENBLAS OpenMP::OpenMP_CXX stdc++ m)
+# SHA-256 of bundle files: OpenSSL's libcrypto (already required by gRPC).
+pkg_check_modules(LIBCRYPTO REQUIRED IMPORTED_TARGET libcrypto)
+target_link_libraries(rp_index PUBLIC faiss PkgConfig::OPENBLAS OpenMP::OpenMP_CXX stdc++ m
+  PRIVATE PkgConfig::LIBCRYPTO)
 
 set(IDX_TESTS ${PROJECT_SOURCE_DIR}/tests/unit/index)
 add_rp_test(test_faiss_shim SOURCES ${IDX_TESTS}/test_faiss_shim.c LIBS rp_index TIMEOUT 120)
 add_rp_test(test_ann SOURCES ${IDX_TESTS}/test_ann.c LIBS rp_index TIMEOUT 300)
+add_rp_test(test_bundle SOURCES ${IDX_TESTS}/test_bundle.c LIBS rp_index TIMEOUT 300)

@@ -58,8 +58,8 @@ int idx_itemstore_embeddings(idx_itemstore *s, size_t n, const uint64_t *ids, fl
  * an unknown category gives *n = 0, *ids = NULL and RP_OK. */
 int idx_itemstore_category(idx_itemstore *s, const char *category, uint64_t **ids, size_t *n,
                            rp_error *err);
-/* Category names, each once, ascending: *names is a malloc'd array of pointers into the
- * store (free the array only). */
+/* Category names, each once, ascending: *names is one malloc'd block holding the array
+ * and the strings (free(*names) releases all). */
 int idx_itemstore_categories(idx_itemstore *s, const char ***names, size_t *n, rp_error *err);
 /* Calls fn for every item in ascending id order; a non-zero return stops the walk and
  * is returned. embedding points to a temporary copy valid during the call. */
