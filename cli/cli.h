@@ -26,6 +26,7 @@ enum {
  * int cmd_NAME(int argc, char **argv) where argv[0] is the subcommand itself. */
 #define RP_COMMANDS(XX)                                                                    \
     XX(import, "import interactions + item catalogue into a dataset (DATA_DIR)")              \
+    XX(loadtest, "open-loop load against a service: latency percentiles, JSON, SVG")      \
     XX(version, "print the version")
 
 #define RP__CMD_DECL(name, summary) int cmd_##name(int argc, char **argv);
