@@ -27,6 +27,8 @@ enum {
 #define RP_COMMANDS(XX)                                                                    \
     XX(import, "import interactions + item catalogue into a dataset (DATA_DIR)")              \
     XX(loadtest, "open-loop load against a service: latency percentiles, JSON, SVG")      \
+    XX(ranking, "run the Ranking service (127.0.0.1:50052)")                                \
+    XX(retrieval, "run the Retrieval service, one shard (127.0.0.1:50051)")                 \
     XX(version, "print the version")
 
 #define RP__CMD_DECL(name, summary) int cmd_##name(int argc, char **argv);
