@@ -8,3 +8,8 @@ set_source_files_properties(src/als.c PROPERTIES COMPILE_OPTIONS "-O3")
 
 add_rp_test(test_als SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/retrieval/test_als.c
   LIBS rp_retrieval TIMEOUT 120)
+
+# bench/als: iALS training time on ml-latest-small (bench/als/run.sh runs it).
+add_executable(bench_als ${PROJECT_SOURCE_DIR}/bench/als/bench_als.c)
+target_link_libraries(bench_als PRIVATE rp_retrieval)
+set_target_properties(bench_als PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/bench)

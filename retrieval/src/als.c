@@ -134,53 +134,51 @@ void ret_als_matrix_free(ret_als_matrix *m)
 
 /* ---- the row solve ---------------------------------------------------------------- */
 
-/*
- * Solves (G + Σ_j alpha r_j y_j y_jᵀ + reg I) x = Σ_j (1 + alpha r_j) y_j for the n
- * distinct, ascending items cols[] (r NULL = 1 each). A is k*k scratch; only its upper
- * triangle (row-major, b >= a) is used. Returns 0, or -1 when not positive definite.
- */
-ALS_CLONES
-static int als__solve_row(const float *restrict y, uint32_t k, const float *restrict gram,
-                          const uint32_t *restrict cols, const float *restrict r, size_t n,
-                          float reg, float alpha, float *restrict A, float *restrict x)
-{
-    if (n == 0) {
-        memset(x, 0, k * sizeof *x);
-        return 0;
-    }
-    memcpy(A, gram, (size_t)k * k * sizeof *A);
-    memset(x, 0, k * sizeof *x);
-    size_t j = 0;
-    /* Four rank-1 updates per pass over A: A stays in L1, and each load/store of an
-     * element carries four multiply-adds. */
-    for (; j + 4 <= n; j += 4) {
-        const float *p0 = y + (size_t)cols[j] * k, *p1 = y + (size_t)cols[j + 1] * k;
-        const float *p2 = y + (size_t)cols[j + 2] * k, *p3 = y + (size_t)cols[j + 3] * k;
-        float w0 = alpha * (r ? r[j] : 1.0f), w1 = alpha * (r ? r[j + 1] : 1.0f);
-        float w2 = alpha * (r ? r[j + 2] : 1.0f), w3 = alpha * (r ? r[j + 3] : 1.0f);
-        for (uint32_t a = 0; a < k; a++) {
-            float s0 = w0 * p0[a], s1 = w1 * p1[a], s2 = w2 * p2[a], s3 = w3 * p3[a];
-            float *restrict row = A + (size_t)a * k;
-            for (uint32_t b = a; b < k; b++)
-                row[b] += s0 * p0[b] + s1 * p1[b] + s2 * p2[b] + s3 * p3[b];
-            x[a] += (1.0f + w0) * p0[a] + (1.0f + w1) * p1[a] + (1.0f + w2) * p2[a] +
-                    (1.0f + w3) * p3[a];
-        }
-    }
-    for (; j < n; j++) {
-        const float *p0 = y + (size_t)cols[j] * k;
-        float w0 = alpha * (r ? r[j] : 1.0f);
-        for (uint32_t a = 0; a < k; a++) {
-            float s0 = w0 * p0[a];
-            float *restrict row = A + (size_t)a * k;
-            for (uint32_t b = a; b < k; b++) row[b] += s0 * p0[b];
-            x[a] += (1.0f + w0) * p0[a];
-        }
-    }
-    for (uint32_t a = 0; a < k; a++) A[(size_t)a * k + a] += reg;
+/* Histories of at most this many distinct items update the precomputed Cholesky factor
+ * of YᵀY + λI one rank at a time (about 3k² flops each) instead of forming and
+ * factorising their own matrix (k³/3 flops): most items of a catalogue have few
+ * interactions. */
+#define ALS_UPDATE_MAX 8
 
-    /* Cholesky A = RᵀR, R upper, right-looking so every inner loop is a contiguous
-     * axpy over a row. */
+struct ret_als_gram {
+    uint32_t k;
+    float reg;
+    float *yty; /* k × k, full */
+    float *r0;  /* k × k, upper Cholesky factor of YᵀY + λI (row-major, b >= a) */
+};
+
+/* dst[i] += s * a[i] */
+static inline void axpy1(float *restrict dst, const float *restrict a, float s, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) dst[i] += s * a[i];
+}
+
+/* dst[i] += s0 a[i] + s1 b[i] + s2 c[i] + s3 d[i] */
+static inline void axpy4(float *restrict dst, const float *restrict a, const float *restrict b,
+                         const float *restrict c, const float *restrict d, float s0, float s1,
+                         float s2, float s3, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) dst[i] += s0 * a[i] + s1 * b[i] + s2 * c[i] + s3 * d[i];
+}
+
+/* Σ a[i] b[i] in eight interleaved partial sums added in a fixed order: vectorizable,
+ * and the same bits whichever instructions the compiler picks. */
+static inline float dot(const float *restrict a, const float *restrict b, uint32_t n)
+{
+    float acc[8] = {0};
+    uint32_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (uint32_t l = 0; l < 8; l++) acc[l] += a[i + l] * b[i + l];
+    float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+/* In-place Cholesky A = RᵀR of the upper triangle of A (row-major), right-looking so
+ * every inner loop is a contiguous axpy over a row. -1 when not positive definite. */
+ALS_CLONES
+static int als__cholesky(float *restrict A, uint32_t k)
+{
     for (uint32_t c = 0; c < k; c++) {
         float *restrict rc = A + (size_t)c * k;
         float d = rc[c];
@@ -189,57 +187,179 @@ static int als__solve_row(const float *restrict y, uint32_t k, const float *rest
         rc[c] = d;
         float inv = 1.0f / d;
         for (uint32_t m = c + 1; m < k; m++) rc[m] *= inv;
-        for (uint32_t m = c + 1; m < k; m++) {
-            float f = rc[m];
-            float *restrict rm = A + (size_t)m * k;
-            for (uint32_t i = m; i < k; i++) rm[i] -= f * rc[i];
+        for (uint32_t m = c + 1; m < k; m++) axpy1(A + (size_t)m * k + m, rc + m, -rc[m], k - m);
+    }
+    return 0;
+}
+
+/*
+ * Solves (YᵀY + Σ_j alpha r_j y_j y_jᵀ + λI) x = Σ_j (1 + alpha r_j) y_j for the n
+ * distinct, ascending items cols[] (r NULL = 1 each). A is k*k scratch and v k floats
+ * of scratch. Returns 0, or -1 when the system is not positive definite.
+ */
+ALS_CLONES
+static int als__solve_row(const float *restrict y, const ret_als_gram *g,
+                          const uint32_t *restrict cols, const float *restrict r, size_t n,
+                          float alpha, float *restrict A, float *restrict v, float *restrict x)
+{
+    const uint32_t k = g->k;
+    memset(x, 0, k * sizeof *x);
+    if (n == 0) return 0;
+    if (n <= ALS_UPDATE_MAX) {
+        /* R stays upper triangular through each rank-1 update with sqrt(w) y
+         * (Givens-style, as LINPACK's schud). */
+        memcpy(A, g->r0, (size_t)k * k * sizeof *A);
+        for (size_t j = 0; j < n; j++) {
+            const float *p = y + (size_t)cols[j] * k;
+            float w = alpha * (r ? r[j] : 1.0f);
+            axpy1(x, p, 1.0f + w, k);
+            if (w == 0.0f) continue;
+            float sw = sqrtf(w);
+            for (uint32_t i = 0; i < k; i++) v[i] = sw * p[i];
+            for (uint32_t c = 0; c < k; c++) {
+                float *restrict rc = A + (size_t)c * k;
+                float d = rc[c], vc = v[c];
+                float nd = sqrtf(d * d + vc * vc), id = 1.0f / d;
+                float s = vc * id, cs = nd * id, inv = d / nd;
+                rc[c] = nd;
+                for (uint32_t i = c + 1; i < k; i++) {
+                    float rn = (rc[i] + s * v[i]) * inv;
+                    v[i] = cs * v[i] - s * rn;
+                    rc[i] = rn;
+                }
+            }
         }
+    } else {
+        memcpy(A, g->yty, (size_t)k * k * sizeof *A);
+        size_t j = 0;
+        /* Four rank-1 updates per pass over A: A stays in L1, and each load/store of
+         * an element carries four multiply-adds. */
+        for (; j + 4 <= n; j += 4) {
+            const float *p0 = y + (size_t)cols[j] * k, *p1 = y + (size_t)cols[j + 1] * k;
+            const float *p2 = y + (size_t)cols[j + 2] * k, *p3 = y + (size_t)cols[j + 3] * k;
+            float w0 = alpha * (r ? r[j] : 1.0f), w1 = alpha * (r ? r[j + 1] : 1.0f);
+            float w2 = alpha * (r ? r[j + 2] : 1.0f), w3 = alpha * (r ? r[j + 3] : 1.0f);
+            for (uint32_t a = 0; a < k; a++)
+                axpy4(A + (size_t)a * k + a, p0 + a, p1 + a, p2 + a, p3 + a, w0 * p0[a],
+                      w1 * p1[a], w2 * p2[a], w3 * p3[a], k - a);
+            axpy4(x, p0, p1, p2, p3, 1.0f + w0, 1.0f + w1, 1.0f + w2, 1.0f + w3, k);
+        }
+        for (; j < n; j++) {
+            const float *p0 = y + (size_t)cols[j] * k;
+            float w0 = alpha * (r ? r[j] : 1.0f);
+            for (uint32_t a = 0; a < k; a++)
+                axpy1(A + (size_t)a * k + a, p0 + a, w0 * p0[a], k - a);
+            axpy1(x, p0, 1.0f + w0, k);
+        }
+        for (uint32_t a = 0; a < k; a++) A[(size_t)a * k + a] += g->reg;
+        if (als__cholesky(A, k)) return -1;
     }
     /* Rᵀz = b (in place in x), then R x = z. */
     for (uint32_t c = 0; c < k; c++) {
         const float *rc = A + (size_t)c * k;
         float z = x[c] / rc[c];
         x[c] = z;
-        for (uint32_t i = c + 1; i < k; i++) x[i] -= z * rc[i];
+        axpy1(x + c + 1, rc + c + 1, -z, k - c - 1);
     }
     for (uint32_t c = k; c-- > 0;) {
         const float *rc = A + (size_t)c * k;
-        float s = x[c];
-        for (uint32_t i = c + 1; i < k; i++) s -= rc[i] * x[i];
-        x[c] = s / rc[c];
+        x[c] = (x[c] - dot(rc + c + 1, x + c + 1, k - c - 1)) / rc[c];
     }
     return 0;
 }
 
-void ret_als_gram(const float *y, uint32_t n, uint32_t k, float *gram)
+/* Fills g (already sized for k) from n item vectors. -1 when YᵀY + λI is not positive
+ * definite (reg = 0 with too few or dependent vectors). */
+static int als__gram_fill(ret_als_gram *g, const float *y, uint32_t n)
 {
-    if (n == 0) {
-        memset(gram, 0, (size_t)k * k * sizeof *gram);
-        return;
-    }
-    /* Upper triangle of YᵀY, then mirrored so callers get the full matrix. */
-    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)k, (int)n, 1.0f, y, (int)k, 0.0f,
-                gram, (int)k);
+    const uint32_t k = g->k;
+    if (n == 0)
+        memset(g->yty, 0, (size_t)k * k * sizeof *g->yty);
+    else
+        /* Upper triangle of YᵀY, then mirrored so that both triangles are valid. */
+        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)k, (int)n, 1.0f, y, (int)k,
+                    0.0f, g->yty, (int)k);
     for (uint32_t a = 0; a < k; a++)
-        for (uint32_t b = 0; b < a; b++) gram[(size_t)a * k + b] = gram[(size_t)b * k + a];
+        for (uint32_t b = 0; b < a; b++) g->yty[(size_t)a * k + b] = g->yty[(size_t)b * k + a];
+    memcpy(g->r0, g->yty, (size_t)k * k * sizeof *g->r0);
+    for (uint32_t a = 0; a < k; a++) g->r0[(size_t)a * k + a] += g->reg;
+    return als__cholesky(g->r0, k);
+}
+
+static ret_als_gram *als__gram_alloc(uint32_t k, float reg)
+{
+    ret_als_gram *g = calloc(1, sizeof *g);
+    if (!g) return NULL;
+    g->k = k;
+    g->reg = reg;
+    g->yty = malloc((size_t)k * k * sizeof *g->yty);
+    g->r0 = malloc((size_t)k * k * sizeof *g->r0);
+    if (!g->yty || !g->r0) {
+        ret_als_gram_free(g);
+        return NULL;
+    }
+    return g;
+}
+
+int ret_als_gram_create(const float *y, uint32_t n_items, uint32_t k, float reg,
+                        ret_als_gram **out, rp_error *err)
+{
+    *out = NULL;
+    if (k == 0 || k > RET_ALS_MAX_FACTORS)
+        return rp_errorf(err, RP_EINVAL, "ALS gram: factors %u is outside 1..%u", k,
+                         RET_ALS_MAX_FACTORS);
+    if (!isfinite(reg) || reg < 0)
+        return rp_errorf(err, RP_EINVAL, "ALS gram: reg %g must be finite and >= 0", (double)reg);
+    ret_als_gram *g = als__gram_alloc(k, reg);
+    if (!g) return rp_errorf(err, RP_ENOMEM, "ALS gram: out of memory");
+    if (als__gram_fill(g, y, n_items)) {
+        ret_als_gram_free(g);
+        return rp_errorf(err, RP_EINVAL,
+                         "ALS gram: YᵀY + %gI of %u item vectors is not positive definite "
+                         "(NaN/inf in the factors, or reg 0)",
+                         (double)reg, n_items);
+    }
+    *out = g;
+    return RP_OK;
+}
+
+void ret_als_gram_free(ret_als_gram *g)
+{
+    if (!g) return;
+    free(g->yty);
+    free(g->r0);
+    free(g);
+}
+
+uint32_t ret_als_gram_dim(const ret_als_gram *g)
+{
+    return g->k;
+}
+
+float ret_als_gram_reg(const ret_als_gram *g)
+{
+    return g->reg;
+}
+
+const float *ret_als_gram_yty(const ret_als_gram *g)
+{
+    return g->yty;
 }
 
 size_t ret_als_fold_in_scratch(uint32_t k, size_t n)
 {
-    return (size_t)k * k * sizeof(float) + n * (sizeof(pairpos) + sizeof(uint32_t) + sizeof(float)) +
-           64;
+    return ((size_t)k * k + k) * sizeof(float) +
+           n * (sizeof(pairpos) + sizeof(uint32_t) + sizeof(float)) + 64;
 }
 
-int ret_als_fold_in(const float *y, uint32_t n_items, const float *gram, uint32_t k,
-                    const uint32_t *items, const float *r, size_t n, float reg, float alpha,
-                    void *scratch, float *out, rp_error *err)
+int ret_als_fold_in(const float *y, uint32_t n_items, const ret_als_gram *g,
+                    const uint32_t *items, const float *r, size_t n, float alpha, void *scratch,
+                    float *out, rp_error *err)
 {
-    if (k == 0 || k > RET_ALS_MAX_FACTORS)
-        return rp_errorf(err, RP_EINVAL, "fold-in: factors %u is outside 1..%u", k,
-                         RET_ALS_MAX_FACTORS);
-    if (!(reg >= 0) || !(alpha >= 0) || !isfinite(reg) || !isfinite(alpha))
-        return rp_errorf(err, RP_EINVAL, "fold-in: reg %g and alpha %g must be finite and >= 0",
-                         (double)reg, (double)alpha);
+    const uint32_t k = g->k;
+    if (!(alpha >= 0) || !isfinite(alpha))
+        return rp_errorf(err, RP_EINVAL, "fold-in: alpha %g must be finite and >= 0",
+                         (double)alpha);
     for (size_t j = 0; j < n; j++) {
         if (items[j] >= n_items)
             return rp_errorf(err, RP_EINVAL, "fold-in: history[%zu]: item %u is not below %u",
@@ -258,8 +378,8 @@ int ret_als_fold_in(const float *y, uint32_t n_items, const float *gram, uint32_
         mem = malloc(ret_als_fold_in_scratch(k, n));
         if (!mem) return rp_errorf(err, RP_ENOMEM, "fold-in: out of memory");
     }
-    float *A = mem;
-    pairpos *pp = (pairpos *)(A + (size_t)k * k);
+    float *A = mem, *v = A + (size_t)k * k;
+    pairpos *pp = (pairpos *)(v + k);
     uint32_t *cols = (uint32_t *)(pp + n);
     float *rr = (float *)(cols + n);
     for (size_t j = 0; j < n; j++) pp[j] = (pairpos){items[j], (uint32_t)j, r ? r[j] : 1.0f};
@@ -268,12 +388,12 @@ int ret_als_fold_in(const float *y, uint32_t n_items, const float *gram, uint32_
         cols[j] = pp[j].item;
         rr[j] = pp[j].r;
     }
-    int bad = als__solve_row(y, k, gram, cols, rr, m, reg, alpha, A, out);
+    int bad = als__solve_row(y, g, cols, rr, m, alpha, A, v, out);
     if (!scratch) free(mem);
     if (bad)
         return rp_errorf(err, RP_EINTERNAL,
                          "fold-in: the normal equation is not positive definite (reg %g)",
-                         (double)reg);
+                         (double)g->reg);
     return RP_OK;
 }
 
@@ -290,22 +410,22 @@ static uint64_t splitmix64(uint64_t *s)
 
 /* Solves every row of one side against the other side's factors `other`. */
 static int als__half_step(const uint64_t *off, const uint32_t *idx, const float *r,
-                          uint32_t nrows, const float *other, uint32_t nother, uint32_t k,
-                          float reg, float alpha, int threads, float *gram, float *outf)
+                          uint32_t nrows, const float *other, uint32_t nother, float alpha,
+                          int threads, ret_als_gram *g, float *outf)
 {
-    ret_als_gram(other, nother, k, gram);
+    if (als__gram_fill(g, other, nother)) return -1;
+    const uint32_t k = g->k;
     int failed = 0;
 #pragma omp parallel num_threads(threads) reduction(| : failed)
     {
-        float *A = malloc((size_t)k * k * sizeof *A);
+        float *A = malloc(((size_t)k * k + k) * sizeof *A);
         if (!A) failed = 1;
         /* Rows differ a lot in length (popular items): hand them out in small chunks. */
 #pragma omp for schedule(dynamic, 8)
         for (uint32_t u = 0; u < nrows; u++) {
             if (!A) continue;
-            if (als__solve_row(other, k, gram, idx + off[u], r + off[u],
-                               (size_t)(off[u + 1] - off[u]), reg, alpha, A,
-                               outf + (size_t)u * k))
+            if (als__solve_row(other, g, idx + off[u], r + off[u], (size_t)(off[u + 1] - off[u]),
+                               alpha, A, A + (size_t)k * k, outf + (size_t)u * k))
                 failed = 1;
         }
         free(A);
@@ -338,7 +458,8 @@ int ret_als_train(const ret_als_matrix *m, const ret_als_params *p, ret_als_mode
     ret_als_model *model = calloc(1, sizeof *model);
     uint64_t *coff = NULL;
     uint32_t *crow = NULL;
-    float *cr = NULL, *gram = NULL;
+    float *cr = NULL;
+    ret_als_gram *gram = NULL;
     if (!model) goto fail;
     model->n_users = nu;
     model->n_items = ni;
@@ -347,7 +468,7 @@ int ret_als_train(const ret_als_matrix *m, const ret_als_params *p, ret_als_mode
     model->alpha = p->alpha;
     model->user_factors = malloc((size_t)nu * k * sizeof(float));
     model->item_factors = calloc((size_t)ni * k, sizeof(float));
-    gram = malloc((size_t)k * k * sizeof *gram);
+    gram = als__gram_alloc(k, p->reg);
     /* The item-major copy (CSC) for the item step; users ascend within each item. */
     coff = calloc((size_t)ni + 1, sizeof *coff);
     crow = malloc((m->nnz ? m->nnz : 1) * sizeof *crow);
@@ -381,10 +502,10 @@ int ret_als_train(const ret_als_matrix *m, const ret_als_params *p, ret_als_mode
     int blas_threads = openblas_get_num_threads();
     openblas_set_num_threads(1);
     for (uint32_t it = 0; it < p->iters; it++) {
-        if (als__half_step(coff, crow, cr, ni, model->user_factors, nu, k, p->reg, p->alpha,
-                           threads, gram, model->item_factors) ||
-            als__half_step(m->row_off, m->cols, m->r, nu, model->item_factors, ni, k, p->reg,
-                           p->alpha, threads, gram, model->user_factors)) {
+        if (als__half_step(coff, crow, cr, ni, model->user_factors, nu, p->alpha, threads, gram,
+                           model->item_factors) ||
+            als__half_step(m->row_off, m->cols, m->r, nu, model->item_factors, ni, p->alpha,
+                           threads, gram, model->user_factors)) {
             openblas_set_num_threads(blas_threads);
             rc = rp_errorf(err, RP_EINTERNAL,
                            "ALS sweep %u: a normal equation is not positive definite (reg %g)",
@@ -399,7 +520,7 @@ int ret_als_train(const ret_als_matrix *m, const ret_als_params *p, ret_als_mode
     free(coff);
     free(crow);
     free(cr);
-    free(gram);
+    ret_als_gram_free(gram);
     *out = model;
     return RP_OK;
 fail:
@@ -407,7 +528,7 @@ fail:
     free(coff);
     free(crow);
     free(cr);
-    free(gram);
+    ret_als_gram_free(gram);
     ret_als_model_free(model);
     return rc;
 }

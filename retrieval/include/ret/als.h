@@ -8,7 +8,8 @@
  *
  *     (YᵀY + Σ_{i∈I(u)} (c_ui − 1) y_i y_iᵀ + λI) x_u = Σ_{i∈I(u)} c_ui y_i
  *
- * with YᵀY computed once per sweep (OpenBLAS ssyrk) and a Cholesky solve per row.
+ * with YᵀY computed once per sweep (OpenBLAS ssyrk) and a Cholesky solve per row (rows
+ * with at most 8 items instead update the shared factor of YᵀY + λI rank by rank).
  * Each sweep solves items first, then users: the trained user factors are therefore
  * exactly the fold-in of each user's history against the final item factors
  * (ret_als_fold_in runs the same row solve).
@@ -96,11 +97,25 @@ int ret_als_train(const ret_als_matrix *m, const ret_als_params *p, ret_als_mode
 void ret_als_model_free(ret_als_model *model);
 
 /*
- * The Gram matrix YᵀY (k × k, full, row-major) of n item vectors y (row-major n × k),
- * written to gram[k*k]. Compute it once per set of item factors (once per bundle) and
- * pass it to every ret_als_fold_in. Uses OpenBLAS with its current thread setting.
+ * What every row solve against one set of item factors shares: YᵀY (k × k) and the
+ * Cholesky factor of YᵀY + λI. Create it once per set of item factors (once per
+ * bundle) and pass it to every ret_als_fold_in. Immutable once created: any number of
+ * threads may use it at once. YᵀY is computed with OpenBLAS at its current thread
+ * setting.
  */
-void ret_als_gram(const float *y, uint32_t n, uint32_t k, float *gram);
+typedef struct ret_als_gram ret_als_gram;
+
+/* y: n_items × k row-major item factors (read during the call only); reg: λ >= 0.
+ * RP_EINVAL (k or reg out of range; YᵀY + λI not positive definite, which means
+ * NaN/inf factors or reg 0), RP_ENOMEM. *out is owned by the caller. */
+int ret_als_gram_create(const float *y, uint32_t n_items, uint32_t k, float reg,
+                        ret_als_gram **out, rp_error *err);
+/* Frees g; NULL is a no-op. */
+void ret_als_gram_free(ret_als_gram *g);
+uint32_t ret_als_gram_dim(const ret_als_gram *g);
+float ret_als_gram_reg(const ret_als_gram *g);
+/* YᵀY, k × k full row-major; valid as long as g. */
+const float *ret_als_gram_yty(const ret_als_gram *g);
 
 /* Bytes of scratch ret_als_fold_in needs for k factors and a history of n events. */
 size_t ret_als_fold_in_scratch(uint32_t k, size_t n);
@@ -110,23 +125,25 @@ size_t ret_als_fold_in_scratch(uint32_t k, size_t n);
  * same row solve as the training user step, so a training user's history gives its
  * trained vector.
  *
- *   y      item factors, n_items × k row-major (not modified)
- *   gram   ret_als_gram(y, n_items, k) (not modified)
+ *   y      item factors, n_items × k row-major, the ones g was created from (not
+ *          modified)
+ *   g      ret_als_gram_create(y, n_items, k, λ): carries k and λ
  *   items  the history's dense item indices, any order, duplicates allowed
  *   r      per-event strength (e.g. 1, the event value, or a recency weight
  *          0.5^(age/half_life)); NULL means 1 for every event. Events of the same item
  *          add up: confidence = 1 + alpha * Σ r. Must be finite and >= 0.
- *   reg, alpha  the hyper-parameters the item factors were trained with
+ *   alpha  the confidence scale the item factors were trained with
  *   scratch     ret_als_fold_in_scratch(k, n) bytes, or NULL to allocate internally
  *   out         k floats; an empty history gives the zero vector
  *
- * Thread-safe (no shared state); costs O(n·k² + k³). RP_EINVAL for an item index
- * >= n_items or a bad r (naming the position), RP_ENOMEM, RP_EINTERNAL when the system
- * is not positive definite.
+ * Thread-safe (no shared state besides the read-only g and y); costs about
+ * n·3k² flops for histories of up to 8 distinct items, else n·k² + k³/3. RP_EINVAL for
+ * an item index >= n_items or a bad r (naming the position), RP_ENOMEM, RP_EINTERNAL
+ * when the system is not positive definite.
  */
-int ret_als_fold_in(const float *y, uint32_t n_items, const float *gram, uint32_t k,
-                    const uint32_t *items, const float *r, size_t n, float reg, float alpha,
-                    void *scratch, float *out, rp_error *err);
+int ret_als_fold_in(const float *y, uint32_t n_items, const ret_als_gram *g,
+                    const uint32_t *items, const float *r, size_t n, float alpha, void *scratch,
+                    float *out, rp_error *err);
 
 /* Writes n rows of dimension k as .fvecs (int32 dimension + k float32 per row,
  * little-endian). RP_EIO naming the path. */

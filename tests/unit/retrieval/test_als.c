@@ -139,33 +139,54 @@ static void reference_row(const float *y, uint32_t k, const uint32_t *items, con
     free(seen);
 }
 
+static void check_against_reference(const float *y, uint32_t n_items, uint32_t k,
+                                    const ret_als_gram *g, const uint32_t *items,
+                                    const float *r, size_t n, float reg, float alpha)
+{
+    float x[64];
+    double ref[64];
+    rp_error err = {0};
+    if (ret_als_fold_in(y, n_items, g, items, r, n, alpha, NULL, x, &err) != RP_OK)
+        fail_msg("fold-in: %s", rp_error_text(&err));
+    reference_row(y, k, items, r, n, n_items, reg, alpha, ref);
+    for (uint32_t a = 0; a < k; a++)
+        if (fabs(x[a] - ref[a]) > 1e-4 * (1.0 + fabs(ref[a])))
+            fail_msg("history of %zu: x[%u] = %.7f, reference %.7f", n, a, (double)x[a], ref[a]);
+}
+
 static void test_fold_in_matches_reference(void **state)
 {
     (void)state;
     const uint32_t n_items = 50, k = 16;
-    float *y = malloc(n_items * k * sizeof *y), gram[16 * 16], x[16];
+    float *y = malloc(n_items * k * sizeof *y), x[16], x2[16];
     rng_state = 7;
     for (uint32_t i = 0; i < n_items * k; i++) y[i] = (float)rnd(2000) / 1000.0f - 1.0f;
-    ret_als_gram(y, n_items, k, gram);
-    /* unsorted, with a duplicate (item 3 twice: its strengths add up) */
+    ret_als_gram *g = NULL;
+    E(ret_als_gram_create(y, n_items, k, 3.0f, &g, &e_));
+    assert_int_equal(ret_als_gram_dim(g), k);
+    assert_true(ret_als_gram_reg(g) == 3.0f);
+    /* a short history (rank updates of the shared factor): unsorted, with a duplicate
+     * (item 3 twice: its strengths add up) */
     uint32_t items[] = {17, 3, 42, 3, 0, 49, 8};
     float r[] = {1.0f, 2.0f, 0.5f, 1.5f, 3.0f, 1.0f, 0.25f};
-    size_t n = sizeof items / sizeof items[0];
-    rp_error err = {0};
-    assert_int_equal(ret_als_fold_in(y, n_items, gram, k, items, r, n, 3.0f, 5.0f, NULL, x, &err),
-                     RP_OK);
-    double ref[16];
-    reference_row(y, k, items, r, n, n_items, 3.0f, 5.0f, ref);
-    for (uint32_t a = 0; a < k; a++)
-        if (fabs(x[a] - ref[a]) > 1e-4 * (1.0 + fabs(ref[a])))
-            fail_msg("x[%u] = %.7f, reference %.7f", a, (double)x[a], ref[a]);
+    check_against_reference(y, n_items, k, g, items, r, 7, 3.0f, 5.0f);
+    /* a long history (its own matrix and Cholesky), one event with weight 0 */
+    uint32_t many[30];
+    float rm[30];
+    for (uint32_t j = 0; j < 30; j++) {
+        many[j] = (j * 7 + 3) % n_items;
+        rm[j] = j == 4 ? 0.0f : 0.5f + (float)(j % 4);
+    }
+    check_against_reference(y, n_items, k, g, many, rm, 30, 3.0f, 5.0f);
+    check_against_reference(y, n_items, k, g, many, NULL, 30, 3.0f, 0.5f);
 
     /* duplicates with r = NULL count once each: [5, 5] == [5] with r = 2 */
-    float x2[16], two = 2.0f;
+    float two = 2.0f;
     uint32_t dup[] = {5, 5}, one[] = {5};
-    E(ret_als_fold_in(y, n_items, gram, k, dup, NULL, 2, 3.0f, 5.0f, NULL, x, &e_));
-    E(ret_als_fold_in(y, n_items, gram, k, one, &two, 1, 3.0f, 5.0f, NULL, x2, &e_));
+    E(ret_als_fold_in(y, n_items, g, dup, NULL, 2, 5.0f, NULL, x, &e_));
+    E(ret_als_fold_in(y, n_items, g, one, &two, 1, 5.0f, NULL, x2, &e_));
     assert_memory_equal(x, x2, sizeof x);
+    ret_als_gram_free(g);
     free(y);
 }
 
@@ -173,37 +194,43 @@ static void test_fold_in_bad_input(void **state)
 {
     (void)state;
     const uint32_t n_items = 4, k = 2;
-    float y[8] = {1, 0, 0, 1, 1, 1, 0.5f, -1}, gram[4], x[2] = {9, 9};
-    ret_als_gram(y, n_items, k, gram);
+    float y[8] = {1, 0, 0, 1, 1, 1, 0.5f, -1}, x[2] = {9, 9};
+    ret_als_gram *g = NULL;
+    E(ret_als_gram_create(y, n_items, k, 1.0f, &g, &e_));
     rp_error err = {0};
     uint32_t bad[] = {1, 4};
-    assert_int_equal(ret_als_fold_in(y, n_items, gram, k, bad, NULL, 2, 1, 1, NULL, x, &err),
-                     RP_EINVAL);
+    assert_int_equal(ret_als_fold_in(y, n_items, g, bad, NULL, 2, 1, NULL, x, &err), RP_EINVAL);
     assert_non_null(strstr(err.msg, "history[1]"));
     assert_non_null(strstr(err.msg, "not below 4"));
     uint32_t ok[] = {1, 2};
     float neg[] = {1.0f, -0.5f};
-    assert_int_equal(ret_als_fold_in(y, n_items, gram, k, ok, neg, 2, 1, 1, NULL, x, &err),
-                     RP_EINVAL);
+    assert_int_equal(ret_als_fold_in(y, n_items, g, ok, neg, 2, 1, NULL, x, &err), RP_EINVAL);
     assert_non_null(strstr(err.msg, "weight"));
     float nan_r[] = {NAN, 1.0f};
-    assert_int_equal(ret_als_fold_in(y, n_items, gram, k, ok, nan_r, 2, 1, 1, NULL, x, &err),
-                     RP_EINVAL);
-    assert_int_equal(ret_als_fold_in(y, n_items, gram, 0, ok, NULL, 2, 1, 1, NULL, x, &err),
-                     RP_EINVAL);
-    assert_int_equal(ret_als_fold_in(y, n_items, gram, k, ok, NULL, 2, -1, 1, NULL, x, &err),
-                     RP_EINVAL);
-    assert_non_null(strstr(err.msg, "reg"));
+    assert_int_equal(ret_als_fold_in(y, n_items, g, ok, nan_r, 2, 1, NULL, x, &err), RP_EINVAL);
+    assert_int_equal(ret_als_fold_in(y, n_items, g, ok, NULL, 2, -1, NULL, x, &err), RP_EINVAL);
+    assert_non_null(strstr(err.msg, "alpha"));
     /* an empty history is the zero vector */
-    E(ret_als_fold_in(y, n_items, gram, k, NULL, NULL, 0, 1, 1, NULL, x, &e_));
+    E(ret_als_fold_in(y, n_items, g, NULL, NULL, 0, 1, NULL, x, &e_));
     assert_true(x[0] == 0.0f && x[1] == 0.0f);
     /* a caller-provided scratch gives the same answer as an internal one */
     float x2[2];
     char scratch[1024];
     assert_true(ret_als_fold_in_scratch(k, 2) <= sizeof scratch);
-    E(ret_als_fold_in(y, n_items, gram, k, ok, NULL, 2, 1, 1, NULL, x, &e_));
-    E(ret_als_fold_in(y, n_items, gram, k, ok, NULL, 2, 1, 1, scratch, x2, &e_));
+    E(ret_als_fold_in(y, n_items, g, ok, NULL, 2, 1, NULL, x, &e_));
+    E(ret_als_fold_in(y, n_items, g, ok, NULL, 2, 1, scratch, x2, &e_));
     assert_memory_equal(x, x2, sizeof x);
+    ret_als_gram_free(g);
+
+    /* bad gram inputs: k out of range, negative reg, NaN factors */
+    ret_als_gram *g2 = NULL;
+    assert_int_equal(ret_als_gram_create(y, n_items, 0, 1.0f, &g2, &err), RP_EINVAL);
+    assert_int_equal(ret_als_gram_create(y, n_items, k, -1.0f, &g2, &err), RP_EINVAL);
+    assert_non_null(strstr(err.msg, "reg"));
+    y[3] = NAN;
+    assert_int_equal(ret_als_gram_create(y, n_items, k, 1.0f, &g2, &err), RP_EINVAL);
+    assert_null(g2);
+    assert_non_null(strstr(err.msg, "NaN"));
 }
 
 static void test_matrix_from_dataset(void **state)
@@ -279,21 +306,23 @@ static void test_train_fold_in_and_determinism(void **state)
 
     /* Each user's history, folded in against the final item factors, is its trained
      * vector: the history in time order (with its duplicates) gives the same rows. */
-    float gram[16 * 16], x[16];
-    ret_als_gram(a->item_factors, m->n_items, 16, gram);
+    float x[16];
+    ret_als_gram *g = NULL;
+    E(ret_als_gram_create(a->item_factors, m->n_items, 16, a->reg, &g, &e_));
     uint32_t items[64];
     for (uint32_t u = 0; u < m->n_users; u++) {
         size_t n = 0;
         for (uint64_t j = s.user_off[u]; j < s.user_off[u + 1]; j++) items[n++] = s.events[j].item;
-        E(ret_als_fold_in(a->item_factors, m->n_items, gram, 16, items, NULL, n, a->reg, a->alpha,
-                          NULL, x, &e_));
+        E(ret_als_fold_in(a->item_factors, m->n_items, g, items, NULL, n, a->alpha, NULL, x,
+                          &e_));
         for (uint32_t d = 0; d < 16; d++) {
             float t = a->user_factors[(size_t)u * 16 + d];
-            if (fabsf(x[d] - t) > 1e-5f * (1.0f + fabsf(t)))
-                fail_msg("user %u dim %u: fold-in %.8f, trained %.8f", u, d, (double)x[d],
+            if (x[d] != t)
+                fail_msg("user %u dim %u: fold-in %.9g, trained %.9g", u, d, (double)x[d],
                          (double)t);
         }
     }
+    ret_als_gram_free(g);
 
     /* Quality: the top-10 unseen items of each user come from its own cluster. */
     uint32_t good = 0, total = 0;
