@@ -42,7 +42,7 @@ int cmd_import(int argc, char **argv)
 {
     const char *ratings = NULL, *items = NULL, *tags = NULL, *out = NULL;
     const char *rsep = NULL, *rheader = NULL, *iformat = NULL, *isep = NULL, *iheader = NULL;
-    const char *ienc = NULL, *tenc = NULL;
+    const char *ienc = NULL, *tenc = NULL, *renc = NULL;
     bool skip_bad = false, force = false;
     int64_t max_reported = 10;
     const rp_opt opts[] = {
@@ -75,6 +75,8 @@ int cmd_import(int argc, char **argv)
         {"items-encoding", RP_OPT_STR, &ienc, "utf-8", 0, 0,
          "catalogue text encoding (iconv name: utf-8, latin1, cp1252, ...); ml100k is latin1",
          false},
+        {"ratings-encoding", RP_OPT_STR, &renc, "utf-8", 0, 0, "interactions text encoding",
+         false},
         {"tags-encoding", RP_OPT_STR, &tenc, "utf-8", 0, 0, "tags text encoding", false},
     };
     int rc = cli_parse("import", "import --ratings FILE --items FILE [--tags FILE] --out DATA_DIR "
@@ -98,6 +100,7 @@ int cmd_import(int argc, char **argv)
         .force = force,
         .max_reported = (unsigned)max_reported,
         .tags_encoding = tenc,
+        .ratings_encoding = renc,
         .report = warn,
     };
     int sep = parse_sep(rsep);

@@ -11,3 +11,7 @@ foreach(t csv import dataset)
     add_rp_test(test_${t} SOURCES ${IDX_DATA_TESTS}/test_${t}.c LIBS rp_index TIMEOUT 120)
   endif()
 endforeach()
+# test_import runs the recpipe binary.
+if(TARGET test_import)
+  add_dependencies(test_import recpipe)
+endif()

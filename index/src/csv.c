@@ -262,8 +262,7 @@ static int finish(idx_csv *r, uint64_t rec_line, rp_error *err)
                 long bad = idx_utf8_invalid_at(s, strlen(s));
                 if (bad >= 0)
                     return rp_errorf(err, RP_EPARSE,
-                                     "%s:%llu:%lu: invalid UTF-8 (byte 0x%02X); if the file is in "
-                                     "another encoding, name it (for example latin1)",
+                                     "%s:%llu:%lu: invalid UTF-8 (byte 0x%02X)",
                                      r->path, (unsigned long long)rec_line,
                                      (unsigned long)(r->cols[i] + (uint32_t)bad),
                                      (unsigned)(unsigned char)s[bad]);

@@ -264,6 +264,15 @@ static int bad_line(imp *m, int rc, rp_error *err)
     return RP_OK;
 }
 
+/* A UTF-8 error in a file that is probably in a single-byte encoding: say which flag
+ * names the encoding. */
+static void encoding_hint(rp_error *err, const char *flag)
+{
+    if (!err || !strstr(err->msg, "invalid UTF-8")) return;
+    size_t n = strlen(err->msg);
+    snprintf(err->msg + n, sizeof err->msg - n, "; if the file is Latin-1, pass %s latin1", flag);
+}
+
 /* Shows a field in a message: at most 40 bytes, then "...". */
 static const char *shown(const char *s, char *buf, size_t cap)
 {
@@ -452,6 +461,7 @@ static int read_catalogue(imp *m, rp_error *err)
     uint64_t seen = 0;
     while ((rc = idx_csv_next(r, &rec, err)) != 0) {
         if (rc < 0) {
+            encoding_hint(err, "--items-encoding");
             if (rc != RP_EPARSE || idx_csv_fatal(r) || (rc = bad_line(m, rc, err))) goto cleanup;
             continue;
         }
@@ -554,12 +564,13 @@ static int read_interactions(imp *m, rp_error *err)
     idx_csv_rec rec;
     int colmap[4] = {-1, -1, -1, -1};
     size_t ncols = 0;
-    bool first = true;
+    bool first = true, had_header = false;
     uint64_t seen = 0;
     int rc = idx_csv_open(o->ratings, &co, &r, err);
     if (rc) return rc;
     while ((rc = idx_csv_next(r, &rec, err)) != 0) {
         if (rc < 0) {
+            encoding_hint(err, "--ratings-encoding");
             if (rc != RP_EPARSE || idx_csv_fatal(r) || (rc = bad_line(m, rc, err))) goto cleanup;
             continue;
         }
@@ -588,6 +599,7 @@ static int read_interactions(imp *m, rp_error *err)
                 }
                 if (all && named[COL_USER] >= 0 && named[COL_ITEM] >= 0)
                     memcpy(colmap, named, sizeof colmap);
+                had_header = true;
                 continue;
             }
         }
@@ -599,7 +611,8 @@ static int read_interactions(imp *m, rp_error *err)
     m->has_ts = colmap[COL_TS] >= 0;
     if (m->nev == 0) {
         rc = rp_errorf(err, RP_EPARSE, "%s: no interactions (%s)", o->ratings,
-                       !seen ? "the file is empty" : ncols ? "no valid lines" : "only a header");
+                       !seen ? "the file is empty" : had_header && seen == 1 ? "only a header"
+                                                                         : "no valid lines");
         goto cleanup;
     }
 cleanup:
@@ -620,6 +633,7 @@ static int read_tags(imp *m, rp_error *err)
     if (rc) return rc;
     while ((rc = idx_csv_next(r, &rec, err)) != 0) {
         if (rc < 0) {
+            encoding_hint(err, "--tags-encoding");
             if (rc != RP_EPARSE || idx_csv_fatal(r) || (rc = bad_line(m, rc, err))) goto cleanup;
             continue;
         }
