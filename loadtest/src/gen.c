@@ -441,9 +441,12 @@ static int connect_all(run *r, rp_error *err)
         grpc_connectivity_state st = grpc_channel_check_connectivity_state(r->ch[i], 1);
         while (st != GRPC_CHANNEL_READY) {
             uint64_t now = rp_now_ns();
-            if (now >= give_up || st == GRPC_CHANNEL_SHUTDOWN) {
-                rc = rp_errorf(err, RP_EUNAVAIL, "cannot connect to %s within 5 s (state %d)",
-                               r->cfg->target, (int)st);
+            /* A refused connection fails at once: say so rather than wait for retries. */
+            if (now >= give_up || st == GRPC_CHANNEL_SHUTDOWN ||
+                st == GRPC_CHANNEL_TRANSIENT_FAILURE) {
+                rc = rp_errorf(err, RP_EUNAVAIL, "cannot connect to %s: %s", r->cfg->target,
+                               st == GRPC_CHANNEL_TRANSIENT_FAILURE ? "connection failed"
+                                                                     : "no connection within 5 s");
                 break;
             }
             grpc_channel_watch_connectivity_state(r->ch[i], st, mono_in(give_up - now), cq, NULL);
