@@ -26,6 +26,9 @@ enum {
  * int cmd_NAME(int argc, char **argv) where argv[0] is the subcommand itself. */
 #define RP_COMMANDS(XX)                                                                    \
     XX(import, "import interactions + item catalogue into a dataset (DATA_DIR)")              \
+    XX(index_build, "build a bundle (item store + FAISS index per shard) from vectors")  \
+    XX(index_info, "print a bundle's manifest summary")                                    \
+    XX(index_verify, "recompute a bundle's checksums (exit 4 naming a corrupt file)")     \
     XX(loadtest, "open-loop load against a service: latency percentiles, JSON, SVG")      \
     XX(ranking, "run the Ranking service (127.0.0.1:50052)")                                \
     XX(retrieval, "run the Retrieval service, one shard (127.0.0.1:50051)")                 \

@@ -265,6 +265,20 @@ static int alloc_bundle(const char *path, idx_bundle **out, rp_error *err)
     return RP_OK;
 }
 
+int idx_bundle_read_manifest(const char *path, idx_bundle **out, rp_error *err)
+{
+    *out = NULL;
+    idx_bundle *b;
+    int rc = alloc_bundle(path, &b, err);
+    if (rc) return rc;
+    if ((rc = read_manifest(b, err))) {
+        bundle_free(b);
+        return rc;
+    }
+    *out = b;
+    return RP_OK;
+}
+
 int idx_bundle_verify(const char *path, rp_error *err)
 {
     idx_bundle *b;
@@ -398,12 +412,12 @@ idx_itemstore *idx_bundle_items(const idx_bundle *b)
 
 idx_ann *idx_bundle_shard(const idx_bundle *b, uint32_t shard)
 {
-    return shard < b->m.n_shards ? b->shards[shard] : NULL;
+    return shard < b->m.n_shards && b->shards ? b->shards[shard] : NULL;
 }
 
 const uint64_t *idx_bundle_shard_ids(const idx_bundle *b, uint32_t shard, size_t *n)
 {
-    if (shard >= b->m.n_shards || !b->shard_ids[shard]) {
+    if (shard >= b->m.n_shards || !b->shard_ids || !b->shard_ids[shard]) {
         if (n) *n = 0;
         return NULL;
     }
@@ -449,6 +463,7 @@ int idx_bundle_scan(const idx_bundle *b, const float *q, size_t n, const uint64_
                     size_t k, float *scores, uint64_t *ids, rp_error *err)
 {
     if (k == 0) return 0;
+    if (!b->items) return rp_errorf(err, RP_EPRECOND, "%s: item store not loaded", b->path);
     float *vecs = malloc((n ? n : 1) * (size_t)b->m.dim * sizeof *vecs);
     int64_t *labels = malloc(k * sizeof *labels);
     int rc = RP_OK;

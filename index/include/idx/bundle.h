@@ -157,6 +157,9 @@ idx_bundle *idx_bundle_acquire(idx_bundle *b);
 /* Drops a reference (thread-safe); the last one closes everything. NULL is a no-op. */
 void idx_bundle_release(idx_bundle *b);
 
+/* Reads only manifest.json (no checksums, nothing loaded): for `recpipe index info`.
+ * Items and shards of such a handle are NULL. Errors as idx_bundle_open. */
+int idx_bundle_read_manifest(const char *path, idx_bundle **out, rp_error *err);
 /* Recomputes every checksum of the bundle at path without loading it. RP_ECORRUPT
  * naming the first file that differs or is missing; RP_EVERSION as above. */
 int idx_bundle_verify(const char *path, rp_error *err);
