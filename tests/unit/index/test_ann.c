@@ -32,14 +32,15 @@ static sift S;
 static int load_sift(void **state)
 {
     (void)state;
-    const char *src = getenv("RECPIPE_SOURCE_DIR");
+    /* siftsmall is not shipped: CMake finds the shared copy (RECPIPE_SHARED_DATA). */
+    const char *src = getenv("RECPIPE_SHARED_DATA");
     char p[1024];
     rp_error err = {0};
-    snprintf(p, sizeof p, "%s/../shared/data/siftsmall/siftsmall_base.fvecs", src ? src : ".");
+    snprintf(p, sizeof p, "%s/siftsmall/siftsmall_base.fvecs", src ? src : "../shared/data");
     E(idx_fvecs_read(p, &S.base, &S.nb, &S.d, &err));
-    snprintf(p, sizeof p, "%s/../shared/data/siftsmall/siftsmall_query.fvecs", src ? src : ".");
+    snprintf(p, sizeof p, "%s/siftsmall/siftsmall_query.fvecs", src ? src : "../shared/data");
     E(idx_fvecs_read(p, &S.query, &S.nq, &S.dq, &err));
-    snprintf(p, sizeof p, "%s/../shared/data/siftsmall/siftsmall_groundtruth.ivecs", src ? src : ".");
+    snprintf(p, sizeof p, "%s/siftsmall/siftsmall_groundtruth.ivecs", src ? src : "../shared/data");
     E(idx_ivecs_read(p, &S.gt, &S.ngt, &S.dgt, &err));
     assert_int_equal(S.nb, 10000);
     assert_int_equal(S.d, 128);
