@@ -14,9 +14,15 @@ target_sources(rp_retrieval PRIVATE
   ${CMAKE_CURRENT_SOURCE_DIR}/src/source_ann.c
   ${CMAKE_CURRENT_SOURCE_DIR}/src/source_popular.c
   ${CMAKE_CURRENT_SOURCE_DIR}/src/source_fresh.c
-  ${CMAKE_CURRENT_SOURCE_DIR}/src/source_similar.c)
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/source_similar.c
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/content.c
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/request.c
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/service.c)
+target_link_libraries(rp_retrieval PUBLIC rp_proto PkgConfig::JSONC)
 
 add_rp_test(test_ret_sources TIMEOUT 120
   SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/retrieval/test_sources.c LIBS rp_retrieval rp_proto)
 add_rp_test(test_ret_filter TIMEOUT 60
   SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/retrieval/test_filter.c LIBS rp_retrieval rp_proto)
+add_rp_test(test_ret_filter_recall TIMEOUT 300
+  SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/retrieval/test_filter_recall.c LIBS rp_retrieval rp_proto)

@@ -179,7 +179,8 @@ int ret_search(const ret_ctx *ctx, const float *vec, uint32_t k, const ret_idset
     /* ANN with over-fetch: a filter admitting a fraction s of the items needs about
      * k/s results to hold k admitted ones; widen x4 (and search harder) until it does. */
     double sel = (double)ncand / (double)c->n_items;
-    double want = ((double)k + (double)nskip) / sel * (double)o->overfetch + 16.0;
+    double factor = ret_filter_restricts(f) ? (double)o->overfetch : 1.0;
+    double want = ((double)k + (double)nskip) / sel * factor + 16.0;
     uint32_t fetch = want >= c->n_items ? c->n_items : (uint32_t)want;
     float effort = 1.0f;
     if (fetch > k) effort = (float)sqrt((double)fetch / (double)(k ? k : 1));

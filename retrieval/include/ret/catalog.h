@@ -16,11 +16,14 @@
 
 /*
  * Searches the ANN index for the k items with the largest inner product with q (dim
- * floats). `effort` >= 1 scales the search effort (IVF nprobe) for over-fetching
- * searches; 1 = the tuned default. Writes up to k results, best first, into dense[]
+ * floats). `effort` >= 1 asks for a deeper search (IVF nprobe) for over-fetching
+ * searches, about sqrt(k / results wanted); 1 = the tuned default. Implementations
+ * may use a fixed wider setting above RET_WIDE_EFFORT. Writes up to k results, best first, into dense[]
  * (dense item indices) and scores[], and their number into *n. Must be safe to call
  * from many threads at once. Returns RP_OK or an error filled into err.
  */
+#define RET_WIDE_EFFORT 1.2f
+
 typedef int (*ret_ann_search_fn)(void *ctx, const float *q, uint32_t k, float effort,
                                  uint32_t *dense, float *scores, uint32_t *n, rp_error *err);
 
