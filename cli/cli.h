@@ -32,6 +32,7 @@ enum {
     XX(loadtest, "open-loop load against a service: latency percentiles, JSON, SVG")      \
     XX(ranking, "run the Ranking service (127.0.0.1:50052)")                                \
     XX(retrieval, "run the Retrieval service, one shard (127.0.0.1:50051)")                 \
+    XX(synth, "synthetic dataset + item vectors of any size (clusters, Zipf popularity)")  \
     XX(version, "print the version")
 
 #define RP__CMD_DECL(name, summary) int cmd_##name(int argc, char **argv);

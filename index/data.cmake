@@ -3,10 +3,11 @@
 target_sources(rp_index PRIVATE
   ${CMAKE_CURRENT_SOURCE_DIR}/src/csv.c
   ${CMAKE_CURRENT_SOURCE_DIR}/src/dataset.c
-  ${CMAKE_CURRENT_SOURCE_DIR}/src/import.c)
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/import.c
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/synth.c)
 
 set(IDX_DATA_TESTS ${PROJECT_SOURCE_DIR}/tests/unit/index)
-foreach(t csv import dataset)
+foreach(t csv import dataset synth)
   if(EXISTS ${IDX_DATA_TESTS}/test_${t}.c)
     add_rp_test(test_${t} SOURCES ${IDX_DATA_TESTS}/test_${t}.c LIBS rp_index TIMEOUT 120)
   endif()
