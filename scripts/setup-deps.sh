@@ -2,6 +2,7 @@
 # Installs the Debian 12 packages recpipe needs, and only those missing.
 # Idempotent: a second run installs nothing and says so.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 PACKAGES=(
   build-essential cmake pkg-config
@@ -19,20 +20,33 @@ for p in "${PACKAGES[@]}"; do
   fi
 done
 
-if [ ${#missing[@]} -eq 0 ]; then
-  echo "setup-deps: all ${#PACKAGES[@]} Debian packages present"
-  exit 0
-fi
+# kubectl renders the Kubernetes manifests (kubectl kustomize). Use the machine's own
+# when it has one; otherwise Debian's kubernetes-client provides it.
+command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
+# Node.js runs the offline manifest validation and the Node example client.
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 
 SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-  if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
-    echo "setup-deps: need root or sudo to install: ${missing[*]}" >&2; exit 1
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup-deps: all ${#PACKAGES[@]} Debian packages present"
+else
+  if [ -n "$SUDO" ] && ! command -v sudo >/dev/null 2>&1; then
+    echo "setup-deps: need root or sudo to install: ${missing[*]}" >&2
+    exit 1
   fi
+  echo "setup-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-echo "setup-deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# npm packages, pinned by each package-lock.json, installed once.
+for d in k8s/validate examples/node; do
+  if [ -f "$d/package-lock.json" ] && [ ! -d "$d/node_modules" ]; then
+    echo "setup-deps: npm ci in $d"
+    npm ci --prefix "$d" --no-audit --no-fund --loglevel=error >/dev/null
+  fi
+done
 echo "setup-deps: done"
