@@ -21,3 +21,9 @@ set(IDX_TESTS ${PROJECT_SOURCE_DIR}/tests/unit/index)
 add_rp_test(test_faiss_shim SOURCES ${IDX_TESTS}/test_faiss_shim.c LIBS rp_index TIMEOUT 120)
 add_rp_test(test_ann SOURCES ${IDX_TESTS}/test_ann.c LIBS rp_index TIMEOUT 300)
 add_rp_test(test_bundle SOURCES ${IDX_TESTS}/test_bundle.c LIBS rp_index TIMEOUT 300)
+
+# The 1M benchmark (bench/index/run.sh; not a test).
+add_executable(bench_index ${PROJECT_SOURCE_DIR}/bench/index/bench_index.c
+  ${PROJECT_SOURCE_DIR}/bench/index/faiss_direct.cpp)
+target_link_libraries(bench_index PRIVATE rp_index)
+set_target_properties(bench_index PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/bench)
