@@ -1,5 +1,6 @@
 /* recpipe loadtest — open-loop (or closed-loop) load against one recpipe service. */
 #include "cli.h"
+#include "lt/ids.h"
 #include "lt/loadtest.h"
 #include "lt/report.h"
 #include "lt/workload.h"
@@ -32,7 +33,7 @@ static void show_progress(void *user, const lt_progress *p)
 int cmd_loadtest(int argc, char **argv)
 {
     const char *target = NULL, *rpc_name = NULL, *arrivals = NULL, *mix = NULL;
-    const char *json_path = NULL, *svg_path = NULL;
+    const char *json_path = NULL, *svg_path = NULL, *bundle = NULL, *dataset = NULL;
     double rate = 0, duration = 0, warmup = 0, zipf = 0, slo_p99_ms = 0, max_rate = 0;
     int64_t concurrency = 0, connections = 0, threads = 0, users = 0, items = 0,
             deadline_ms = 0, max_calls = 0, max_in_flight = 0, seed = 0, count = 0,
@@ -66,6 +67,12 @@ int cmd_loadtest(int argc, char **argv)
         {"items", RP_OPT_INT, &items, "10000", 1, 9007199254740992.0,
          "item ids 1..N, drawn Zipf (rank 1 most popular)", false},
         {"zipf", RP_OPT_DOUBLE, &zipf, "1.0", 0, 10, "Zipf exponent for users and items (0 = uniform)",
+         false},
+        {"bundle", RP_OPT_STR, &bundle, NULL, 0, 0,
+         "draw item ids from this bundle's items, most popular first (overrides --items)",
+         false},
+        {"dataset", RP_OPT_STR, &dataset, NULL, 0, 0,
+         "draw user ids from this dataset's users, most active first (overrides --users)",
          false},
         {"mix", RP_OPT_STR, &mix, "recommend=0.9,feedback=0.1", 0, 0,
          "weights of the RPCs for --rpc mix", false},
@@ -150,8 +157,15 @@ int cmd_loadtest(int argc, char **argv)
         cfg.progress_user = NULL;
     }
 
+    lt_id_source ids = {0};
+    if ((bundle || dataset) && lt_ids_load(bundle, dataset, &ids, &err))
+        return cli_fail("loadtest: reading ids", &err);
+    lt_ids_apply(&ids, &wc.ids);
     lt_workload *wl = NULL;
-    if (lt_workload_create(&wc, &wl, &err)) goto usage;
+    if (lt_workload_create(&wc, &wl, &err)) {
+        lt_ids_free(&ids);
+        goto usage;
+    }
     cfg.workload = wl;
     signal(SIGINT, on_sigint);
 
@@ -193,6 +207,7 @@ done:
     if (find_max) lt_find_result_clear(&fm);
     else lt_result_free(res);
     lt_workload_destroy(wl);
+    lt_ids_free(&ids);
     return exit_code;
 
 usage:
