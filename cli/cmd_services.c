@@ -108,23 +108,10 @@ static int serve_without_bundle(const service_def *def, int argc, char **argv)
     return rc == RP_OK ? RP_EXIT_OK : RP_EXIT_FAILURE;
 }
 
-static const rp_method retrieval_methods[] = {
-    {"/recpipe.v1.Retrieval/Retrieve", &recpipe__v1__retrieve_request__descriptor,
-     &recpipe__v1__retrieve_response__descriptor, rp_handler_no_bundle, NULL},
-};
-
 static const rp_method ranking_methods[] = {
     {"/recpipe.v1.Ranking/Rank", &recpipe__v1__rank_request__descriptor,
      &recpipe__v1__rank_response__descriptor, rp_handler_no_bundle, NULL},
 };
-
-int cmd_retrieval(int argc, char **argv)
-{
-    static const service_def def = {"retrieval", "127.0.0.1:50051",
-                                    "Serves recpipe.v1.Retrieval (one shard of a bundle).",
-                                    retrieval_methods, 1};
-    return serve_without_bundle(&def, argc, argv);
-}
 
 int cmd_ranking(int argc, char **argv)
 {
