@@ -35,6 +35,8 @@ enum {
     XX(index_verify, "recompute a bundle's checksums (exit 4 naming a corrupt file)")     \
     XX(loadtest, "open-loop load against a service: latency percentiles, JSON, SVG")      \
     XX(ranking, "run the Ranking service (127.0.0.1:50052)")                                \
+    XX(reload, "ask running services to swap in a bundle (Admin.Reload)")                  \
+    XX(status, "print a running service's Admin.Status")                                \
     XX(retrieval, "run the Retrieval service, one shard (127.0.0.1:50051)")                 \
     XX(synth, "synthetic dataset + item vectors of any size (clusters, Zipf popularity)")  \
     XX(train_embeddings, "implicit ALS on a dataset: item/user factors as .fvecs")      \
