@@ -27,8 +27,6 @@ enum {
 #define RP_COMMANDS(XX)                                                                    \
     XX(build, "train embeddings and build a bundle in one command (dataset -> bundle)")   \
     XX(eval, "offline evaluation on a temporal hold-out (Recall/NDCG@K, coverage, ...)") \
-    XX(build, "train embeddings and build a bundle in one command (dataset -> bundle)")   \
-    XX(eval, "offline evaluation on a temporal hold-out (Recall/NDCG@K, coverage, ...)") \
     XX(import, "import interactions + item catalogue into a dataset (DATA_DIR)")              \
     XX(index_build, "build a bundle (item store + FAISS index per shard) from vectors")  \
     XX(index_info, "print a bundle's manifest summary")                                    \
@@ -39,7 +37,6 @@ enum {
     XX(status, "print a running service's Admin.Status")                                \
     XX(retrieval, "run the Retrieval service, one shard (127.0.0.1:50051)")                 \
     XX(synth, "synthetic dataset + item vectors of any size (clusters, Zipf popularity)")  \
-    XX(train_embeddings, "implicit ALS on a dataset: item/user factors as .fvecs")      \
     XX(train_embeddings, "implicit ALS on a dataset: item/user factors as .fvecs")      \
     XX(train_ranker, "train the ranking model (DIN attention + DCN-V2) behind a bundle")  \
     XX(version, "print the version")
