@@ -27,3 +27,5 @@ add_executable(bench_index ${PROJECT_SOURCE_DIR}/bench/index/bench_index.c
   ${PROJECT_SOURCE_DIR}/bench/index/faiss_direct.cpp)
 target_link_libraries(bench_index PRIVATE rp_index)
 set_target_properties(bench_index PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/bench)
+add_rp_test(test_index_cli SOURCES ${IDX_TESTS}/test_index_cli.c LIBS rp_index TIMEOUT 300)
+add_dependencies(test_index_cli recpipe)
