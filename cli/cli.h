@@ -27,6 +27,7 @@ enum {
 #define RP_COMMANDS(XX)                                                                    \
     XX(build, "train embeddings and build a bundle in one command (dataset -> bundle)")   \
     XX(eval, "offline evaluation on a temporal hold-out (Recall/NDCG@K, coverage, ...)") \
+    XX(gateway, "run the Recommender gateway (127.0.0.1:50050)")                          \
     XX(import, "import interactions + item catalogue into a dataset (DATA_DIR)")              \
     XX(index_build, "build a bundle (item store + FAISS index per shard) from vectors")  \
     XX(index_info, "print a bundle's manifest summary")                                    \

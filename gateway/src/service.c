@@ -423,7 +423,9 @@ static int recommend(rp_call *call, const ProtobufCMessage *msg, ProtobufCMessag
         goto fail;
     }
     for (size_t i = 0; i < nrank; i++) rk[i] = (ranked){merged[i], 0};
-    oc.rank_wanted = nrank > 0;
+    /* Without a ranking service configured, retrieval order is the design, not a
+     * degradation. */
+    oc.rank_wanted = nrank > 0 && s->ranking;
     const char *rank_version = "";
     if (nrank > 0 && s->ranking) {
         Recpipe__V1__RankRequest kreq = RECPIPE__V1__RANK_REQUEST__INIT;
