@@ -91,6 +91,7 @@ struct rp_server {
     atomic_bool stopping;
     atomic_uint_fast64_t calls_total, calls_failed;
     atomic_uint in_flight;
+    atomic_int slots_outstanding; /* posted, not yet filled or failed */
     uint64_t start_ns;
 
     /* shutdown notification */

@@ -120,6 +120,7 @@ static int post_slot(rp_server *s, const rp__method *m)
         call_put(c);
         return RP_EIO;
     }
+    atomic_fetch_add(&s->slots_outstanding, 1);
     return RP_OK;
 }
 
@@ -339,6 +340,7 @@ static void on_arrived(rp__tag *t, bool ok)
 {
     rp_call *c = RP__CONTAINER(t, rp_call, arrived);
     rp_server *s = c->srv;
+    atomic_fetch_sub(&s->slots_outstanding, 1);
     if (!ok) {
         /* The server is shutting down: this slot will never be filled. */
         call_put(c);
@@ -628,6 +630,29 @@ static bool wait_shutdown(rp_server *s, double seconds)
     return done;
 }
 
+/* True once every call is answered: no slot left to fill (gRPC fails the unfilled ones
+ * at shutdown), none in a handler, no Health/Watch stream open. */
+static bool calls_drained(rp_server *s)
+{
+    pthread_mutex_lock(&s->mu);
+    bool done = s->shutdown_done ||
+                (atomic_load(&s->slots_outstanding) == 0 && atomic_load(&s->in_flight) == 0 &&
+                 !s->watchers);
+    pthread_mutex_unlock(&s->mu);
+    return done;
+}
+
+/* Waits until the calls are drained or `seconds` passed; true when drained. */
+static bool wait_drained(rp_server *s, double seconds)
+{
+    uint64_t until = rp_now_ns() + (uint64_t)(seconds * 1e9);
+    while (!calls_drained(s)) {
+        if (rp_now_ns() >= until) return false;
+        rp_sleep_ns(2 * 1000000ull);
+    }
+    return true;
+}
+
 int rp_server_stop(rp_server *s, double grace_s)
 {
     if (s->stopped) return s->stop_rc;
@@ -644,14 +669,27 @@ int rp_server_stop(rp_server *s, double grace_s)
         rp__health_notify(s);
         rp__health_end_watchers(s);
         grpc_server_shutdown_and_notify(s->server, s->cq, &s->shutdown_tag);
-        if (!wait_shutdown(s, grace_s > 0 ? grace_s : 0.001)) {
+        if (!wait_drained(s, grace_s > 0 ? grace_s : 0.001)) {
             rp_server_get_stats(s, &st);
             rp_warn("rpc", "grace period of %.1f s over: cancelling %u calls", grace_s,
                     st.in_flight);
             s->stop_rc = RP_ETIMEDOUT;
-            grpc_server_cancel_all_calls(s->server);
-            if (!wait_shutdown(s, 30.0))
-                rp_errlog("rpc", "calls still not finished 30 s after cancelling them");
+        }
+        /* Every call is answered (or the grace is over): close the connections now rather
+         * than wait for idle clients to hang up. */
+        grpc_server_cancel_all_calls(s->server);
+        if (!wait_shutdown(s, 30.0))
+            rp_errlog("rpc", "calls still not finished 30 s after cancelling them");
+        /* Cancelled calls may still be in their handlers, which will answer on the queue:
+         * it must outlive them. */
+        for (int waited = 0;; waited++) {
+            pthread_mutex_lock(&s->mu);
+            bool idle = atomic_load(&s->in_flight) == 0 && !s->watchers;
+            pthread_mutex_unlock(&s->mu);
+            if (idle) break;
+            if (waited % 5000 == 4999)
+                rp_errlog("rpc", "%u handlers still running after the stop", atomic_load(&s->in_flight));
+            rp_sleep_ns(2 * 1000000ull);
         }
     } else if (s->started) {
         /* Failed start: no worker may be running to see the notification. */

@@ -255,7 +255,9 @@ typedef struct rp_async rp_async;
  */
 typedef void (*rp_async_cb)(void *user, int rc, ProtobufCMessage *resp, const rp_status *st);
 
-/* A set of calls sharing one completion queue. One thread at a time uses it. */
+/* A set of calls sharing one completion queue. One thread at a time uses it. Calls make
+ * progress (connect, send, receive) only while some thread drives a queue: start them,
+ * then rp_async_wait. */
 int rp_async_create(rp_client *c, rp_async **out, rp_error *err);
 /* Cancels and drains calls still pending (their callbacks run), then frees. NULL ok. */
 void rp_async_destroy(rp_async *a);
