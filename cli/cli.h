@@ -35,6 +35,7 @@ enum {
     XX(loadtest, "open-loop load against a service: latency percentiles, JSON, SVG")      \
     XX(ranking, "run the Ranking service (127.0.0.1:50052)")                                \
     XX(reload, "ask running services to swap in a bundle (Admin.Reload)")                  \
+    XX(serve, "run retrieval, ranking and gateway together on loopback (one Ctrl-C)")    \
     XX(status, "print a running service's Admin.Status")                                \
     XX(retrieval, "run the Retrieval service, one shard (127.0.0.1:50051)")                 \
     XX(synth, "synthetic dataset + item vectors of any size (clusters, Zipf popularity)")  \
