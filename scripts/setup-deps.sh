@@ -8,7 +8,7 @@ PACKAGES=(
   build-essential cmake pkg-config
   libgrpc-dev protobuf-c-compiler libprotobuf-c-dev
   libfaiss-dev libopenblas-dev liblmdb-dev
-  libcmocka-dev libjson-c-dev libmicrohttpd-dev
+  libcmocka-dev libjson-c-dev libmicrohttpd-dev libssl-dev
   python3-grpcio python3-grpc-tools
   nghttp2-client libxml2-utils
 )

@@ -317,10 +317,10 @@ int idx_builder_set_evaluation_json(idx_builder *b, const char *json, rp_error *
 
 /* ---- commit ---- */
 
-static const uint64_t *sort_ids;
-static int by_id(const void *x, const void *y)
+static int by_id(const void *x, const void *y, void *ids)
 {
-    uint64_t a = sort_ids[*(const size_t *)x], c = sort_ids[*(const size_t *)y];
+    const uint64_t *v = ids;
+    uint64_t a = v[*(const size_t *)x], c = v[*(const size_t *)y];
     return a < c ? -1 : a > c;
 }
 
@@ -468,8 +468,7 @@ int idx_builder_commit(idx_builder *b, int replace, idx_build_report *report, rp
         goto fail;
     }
     for (size_t i = 0; i < b->n; i++) perm[i] = i;
-    sort_ids = b->ids;
-    qsort(perm, b->n, sizeof *perm, by_id);
+    qsort_r(perm, b->n, sizeof *perm, by_id, b->ids);
     for (size_t r = 1; r < b->n; r++)
         if (b->ids[perm[r]] == b->ids[perm[r - 1]]) {
             rc = rp_errorf(err, RP_EINVAL, "item %llu: added twice",

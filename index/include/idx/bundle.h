@@ -5,7 +5,7 @@
  *   manifest.json       format version, bundle version, creation time, dimension, metric,
  *                       counts, index factory + tuned parameter + measured recall, the
  *                       SHA-256 of every other file, "training" and "evaluation" objects
- *   items/data.mdb      the item store (idx/itemstore.h)
+ *   items.mdb           the item store (idx/itemstore.h), one LMDB file
  *   shard-K.faiss       the ANN index of shard K (K = 0..n_shards-1), labels = rows
  *   shard-K.ids         row → item id of shard K (little-endian uint64)
  *   anything else       files added with idx_builder_file (the ranker model, ...)
@@ -14,7 +14,9 @@
  *
  * Writing: idx_builder_create → add items → set index → (files, training/evaluation
  * JSON) → idx_builder_commit, which builds into ".<name>.tmp-XXXXXX" next to the target
- * and renames it into place: an interrupted or failed build leaves no bundle.
+ * and renames it into place: an interrupted or failed build leaves no bundle (a process
+ * killed mid-build may leave that hidden temp directory, never a bundle). One builder
+ * is used by one thread at a time; separate builders may run concurrently.
  * Reading: idx_bundle_open verifies and loads; the handle is reference counted so a
  * service can pin the bundle a request started with while a reload swaps in another.
  */
@@ -74,7 +76,9 @@ typedef struct idx_index_opts {
     double target_recall;  /* 0: no tuning; else 0 < r <= 1, recall@100 against exact */
     size_t n_queries;      /* tuning queries (n_queries × dim), e.g. held-out user vectors; */
     const float *queries;  /* NULL: up to 1000 item vectors sampled with a fixed seed */
-    int threads;           /* threads for the build; 0 = all cores */
+    int threads;           /* threads for the build; 0 = all cores. Commit sets the
+                              process's OpenMP/OpenBLAS thread count to it (an offline
+                              job's setting): services must not commit on request threads */
 } idx_index_opts;
 
 /*
