@@ -1,4 +1,5 @@
-/* recpipe train ranker — trains the ranking model behind a bundle's retrieval factors. */
+/* recpipe train ranker — trains the ranking model behind a bundle's retrieval factors;
+ * and cmd_ranking_bundle, the Ranking service over a bundle (see the end of the file). */
 #include "cli.h"
 
 #include "ev/eval.h"
@@ -7,10 +8,17 @@
 #include "idx/dataset.h"
 #include "rank/build.h"
 #include "rank/model.h"
+#include "rank/service.h"
 #include "rank/train.h"
+#include "recpipe/v1/ranking.pb-c.h"
+#include "rp/log.h"
+#include "rp/rpc.h"
 #include "rp/threads.h"
 
+#include <errno.h>
 #include <json-c/json.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -204,4 +212,124 @@ done:
     idx_bundle_release(b);
     idx_dataset_close(ds);
     return exit_code;
+}
+
+/* ------------------------------------------------------------------------------------
+ * recpipe ranking --bundle BUNDLE_DIR — the Ranking service over a bundle's ranker.
+ *
+ * Not a row of RP_COMMANDS yet: `recpipe ranking` is cmd_ranking in cmd_services.c (the
+ * no-bundle service). The integrator routes it here (cmd_ranking = cmd_ranking_bundle).
+ * Without --bundle it serves like the no-bundle service: Health NOT_SERVING, Rank
+ * UNAVAILABLE.
+ */
+#ifndef RECPIPE_VERSION
+#define RECPIPE_VERSION "0.0.0"
+#endif
+
+int cmd_ranking_bundle(int argc, char **argv);
+
+static int ranking_port_file(const char *path, int port, rp_error *err)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return rp_errorf(err, RP_EIO, "--port-file %s: %s", tmp, strerror(errno));
+    int ok = fprintf(f, "%d\n", port) > 0;
+    ok &= fclose(f) == 0;
+    if (!ok || rename(tmp, path) != 0) {
+        remove(tmp);
+        return rp_errorf(err, RP_EIO, "--port-file %s: %s", path, strerror(errno));
+    }
+    return RP_OK;
+}
+
+static const rp_method ranking_no_bundle[] = {
+    {"/recpipe.v1.Ranking/Rank", &recpipe__v1__rank_request__descriptor,
+     &recpipe__v1__rank_response__descriptor, rp_handler_no_bundle, NULL},
+};
+
+int cmd_ranking_bundle(int argc, char **argv)
+{
+    const char *listen = NULL, *log_level = NULL, *port_file = NULL, *bundle = NULL;
+    int64_t threads = 0, max_bytes = 0;
+    double grace = 0;
+    const rp_opt opts[] = {
+        {"bundle", RP_OPT_STR, &bundle, NULL, 0, 0,
+         "bundle directory whose ranker to serve (may be a symlink; SIGHUP re-reads it)", false},
+        {"listen", RP_OPT_STR, &listen, "127.0.0.1:50052", 0, 0,
+         "address to serve on (host:port; port 0 picks a free port)", false},
+        {"threads", RP_OPT_INT, &threads, "0", 0, 1024,
+         "request threads (0 = the number of cores); BLAS/OpenMP run 1 thread each", false},
+        {"max-message-bytes", RP_OPT_INT, &max_bytes, "4194304", 1024, 2147483647,
+         "largest request accepted; larger ones get RESOURCE_EXHAUSTED", false},
+        {"grace", RP_OPT_DURATION, &grace, "10s", 0.001, 3600,
+         "on SIGTERM/SIGINT, how long in-flight calls may take to finish", false},
+        {"log-level", RP_OPT_STR, &log_level, "info", 0, 0,
+         "debug, info (one access-log line per call), warn, error, off", false},
+        {"port-file", RP_OPT_STR, &port_file, NULL, 0, 0,
+         "write the bound port to this file once listening (for scripts using port 0)", false},
+    };
+    int rc = cli_parse("ranking", "ranking --bundle BUNDLE_DIR [--listen ADDR] [options]",
+                       "Serves recpipe.v1.Ranking/Rank with the bundle's ranker (all candidates\n"
+                       "of a request scored as one batch) and Admin.Reload. SIGHUP reloads\n"
+                       "--bundle; SIGTERM/SIGINT drain in-flight calls (--grace) and exit 0.\n"
+                       "Without --bundle the service starts empty (Health NOT_SERVING, Rank\n"
+                       "UNAVAILABLE). Logs JSON lines on stderr.",
+                       opts, sizeof opts / sizeof opts[0], argc, argv, NULL, 0, NULL);
+    if (rc != RP_OK) return cli_parse_exit(rc);
+    rp_log_level lvl;
+    if (rp_log_parse_level(log_level, &lvl) != RP_OK) {
+        fprintf(stderr, "recpipe ranking: --log-level: unknown level \"%s\" (debug, info, warn, "
+                        "error, off)\nTry 'recpipe ranking --help'.\n",
+                log_level);
+        return RP_EXIT_USAGE;
+    }
+    rp_log_set_level(lvl);
+    rp_compute_threads(1);
+    sigset_t hup;
+    sigemptyset(&hup);
+    sigaddset(&hup, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &hup, NULL);
+
+    rp_error err = {0};
+    rank_service *svc = NULL;
+    const rp_method *methods = ranking_no_bundle;
+    size_t nmethods = 1;
+    if (bundle) {
+        if ((rc = rank_service_create(bundle, &svc, &err)) != RP_OK) return cli_fail("ranking", &err);
+        methods = rank_service_methods(svc, &nmethods);
+    }
+    rp_server_config cfg = {
+        .service = "ranking",
+        .version = RECPIPE_VERSION,
+        .listen = listen,
+        .threads = (int)threads,
+        .max_message_bytes = max_bytes,
+        .grace_s = grace,
+        .status_hook = svc ? rank_service_status_hook : NULL,
+        .status_user = svc,
+    };
+    rp_server *srv = NULL;
+    if ((rc = rp_server_start(&cfg, methods, nmethods, &srv, &err)) != RP_OK) {
+        rank_service_destroy(svc);
+        return cli_fail("ranking", &err);
+    }
+    if (svc && (rc = rank_service_watch_sighup(svc, &err)) != RP_OK) goto fail;
+    if (port_file && (rc = ranking_port_file(port_file, rp_server_port(srv), &err)) != RP_OK)
+        goto fail;
+    if (svc) {
+        rp_server_set_serving(srv, true);
+        rp_info("cli", "ranking serving bundle %s", bundle);
+    } else {
+        rp_info("cli", "ranking started without a bundle: NOT_SERVING");
+    }
+    rc = rp_server_run_until_signal(srv);
+    rp_server_destroy(srv);
+    rank_service_destroy(svc);
+    if (port_file) remove(port_file);
+    return rc == RP_OK ? RP_EXIT_OK : RP_EXIT_FAILURE;
+fail:
+    rp_server_destroy(srv);
+    rank_service_destroy(svc);
+    return cli_fail("ranking", &err);
 }
