@@ -7,6 +7,7 @@
  *   popularity Recall@20 within 0.005 of 0.097
  *   iALS (64, reg 30, alpha 5, 10 sweeps), exact index: Recall@20 >= 0.147, NDCG@20 >= 0.124
  *   IVF tuned to recall 0.95: Recall@20 within 0.01 of exact
+ * plus: Flat through the index == two Flat shards == exact BLAS scoring.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -79,8 +80,10 @@ static int setup(void **state)
     if (!mkdtemp(tmp)) return -1;
     if (run("'%s' import --ratings '%s/ratings.csv' --items '%s/movies.csv' --out %s/data "
             ">/dev/null",
-            bin, mldir, mldir, tmp) != 0)
+            bin, mldir, mldir, tmp) != 0) {
+        fprintf(stderr, "setup: '%s import' of %s failed\n", bin, mldir);
         return -1;
+    }
     return 0;
 }
 
@@ -123,6 +126,30 @@ static void test_acceptance(void **state)
             if (!(v > 0 && v <= 1)) fail_msg("retrieval %s = %g", key, v);
         }
     json_object_put(o);
+
+    /* Flat is exact: through the index, over two shards, or scored with BLAS, the same
+     * figures (only ties in score may order differently) */
+    snprintf(cmd, sizeof cmd,
+             "'%s' eval --data %s/data --bundle %s/flat --models retrieval --k 20 --exact --json",
+             bin, tmp, tmp);
+    o = run_json(cmd);
+    double exact_r20 = get(o, "models", "retrieval", "recall@20");
+    json_object_put(o);
+    if (fabs(exact_r20 - ret_r20) > 0.001)
+        fail_msg("--exact recall@20 %.4f differs from the Flat index's %.4f", exact_r20, ret_r20);
+    assert_int_equal(run("'%s' build --data %s/data --out %s/flat2 --holdout --index Flat "
+                         "--shards 2 --eval=false >/dev/null",
+                         bin, tmp, tmp),
+                     0);
+    assert_int_equal(run("'%s' index verify %s/flat2 >/dev/null", bin, tmp), 0);
+    snprintf(cmd, sizeof cmd,
+             "'%s' eval --data %s/data --bundle %s/flat2 --models retrieval --k 20 --json", bin,
+             tmp, tmp);
+    o = run_json(cmd);
+    double shard_r20 = get(o, "models", "retrieval", "recall@20");
+    json_object_put(o);
+    if (fabs(shard_r20 - ret_r20) > 0.001)
+        fail_msg("two Flat shards: recall@20 %.4f differs from one shard's %.4f", shard_r20, ret_r20);
 
     /* the same model through an IVF index tuned to recall 0.95 */
     assert_int_equal(run("'%s' build --data %s/data --out %s/ivf --holdout --index IVF128,Flat "
