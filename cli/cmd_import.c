@@ -42,7 +42,7 @@ int cmd_import(int argc, char **argv)
 {
     const char *ratings = NULL, *items = NULL, *tags = NULL, *out = NULL;
     const char *rsep = NULL, *rheader = NULL, *iformat = NULL, *isep = NULL, *iheader = NULL;
-    const char *ienc = NULL, *tenc = NULL, *renc = NULL;
+    const char *ienc = NULL, *tenc = NULL, *renc = NULL, *rcols = NULL;
     bool skip_bad = false, force = false;
     int64_t max_reported = 10;
     const rp_opt opts[] = {
@@ -61,6 +61,10 @@ int cmd_import(int argc, char **argv)
         {"ratings-sep", RP_OPT_STR, &rsep, "auto", 0, 0,
          "interactions separator: auto (tab if the first line has one, else comma), comma, "
          "tab, pipe, semicolon", false},
+        {"ratings-columns", RP_OPT_STR, &rcols, NULL, 0, 0,
+         "role of each interactions column in order, '-' to ignore one (e.g. "
+         "item,user,-,timestamp); default: by header names, else user,item,rating,timestamp",
+         false},
         {"ratings-header", RP_OPT_STR, &rheader, "auto", 0, 0,
          "first line of the interactions is a header: auto (when its first field is not a "
          "number), yes, no", false},
@@ -101,6 +105,7 @@ int cmd_import(int argc, char **argv)
         .max_reported = (unsigned)max_reported,
         .tags_encoding = tenc,
         .ratings_encoding = renc,
+        .ratings_columns = rcols,
         .report = warn,
     };
     int sep = parse_sep(rsep);
@@ -129,6 +134,7 @@ int cmd_import(int argc, char **argv)
     idx_import_stats st;
     rp_error err = {0};
     rc = idx_import(&o, &st, &err);
+    if (rc == RP_EINVAL) return usage_error(rp_error_text(&err)); /* a flag's value */
     if (rc != RP_OK) {
         if (skip_bad && st.skipped)
             fprintf(stderr, "recpipe: import: %" PRIu64 " malformed lines were skipped before "

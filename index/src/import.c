@@ -507,6 +507,31 @@ static int column_kind(const char *name)
     return -1;
 }
 
+/* "item,user,-,timestamp": the role of each column in order, '-' for ignored ones. */
+static int parse_columns(const char *list, int *colmap, size_t *ncols, rp_error *err)
+{
+    char b[256];
+    snprintf(b, sizeof b, "%s", list);
+    for (int k = 0; k < 4; k++) colmap[k] = -1;
+    size_t n = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(b, ",", &save); t; t = strtok_r(NULL, ",", &save), n++) {
+        t = trim(t);
+        if (!strcmp(t, "-") || !strcasecmp(t, "skip")) continue;
+        int kind = column_kind(t);
+        if (kind < 0)
+            return rp_errorf(err, RP_EINVAL, "ratings columns: unknown column '%s' (use user, "
+                             "item, rating, timestamp or -)", t);
+        if (colmap[kind] >= 0)
+            return rp_errorf(err, RP_EINVAL, "ratings columns: '%s' is named twice", t);
+        colmap[kind] = (int)n;
+    }
+    if (colmap[COL_USER] < 0 || colmap[COL_ITEM] < 0)
+        return rp_errorf(err, RP_EINVAL, "ratings columns: '%s' must name user and item", list);
+    *ncols = n;
+    return RP_OK;
+}
+
 static const char *const COL_NAMES[] = {"user id", "item id", "rating", "timestamp"};
 
 static int interaction_record(imp *m, const char *path, const idx_csv_rec *r, const int *colmap,
@@ -566,6 +591,11 @@ static int read_interactions(imp *m, rp_error *err)
     size_t ncols = 0;
     bool first = true, had_header = false;
     uint64_t seen = 0;
+    int spec[4];
+    size_t spec_cols = 0;
+    bool explicit_cols = o->ratings_columns && *o->ratings_columns;
+    if (explicit_cols && parse_columns(o->ratings_columns, spec, &spec_cols, err))
+        return RP_EINVAL;
     int rc = idx_csv_open(o->ratings, &co, &r, err);
     if (rc) return rc;
     while ((rc = idx_csv_next(r, &rec, err)) != 0) {
@@ -579,26 +609,37 @@ static int read_interactions(imp *m, rp_error *err)
             first = false;
             bool header = o->ratings_header == 1 ||
                           (o->ratings_header == -1 && !is_number_start(rec.field[0]));
-            if (rec.n < 2 || rec.n > 4) {
-                rc = rp_errorf(err, RP_EPARSE,
-                               "%s:%" PRIu64 ": %zu column%s; expected user,item[,rating]"
-                               "[,timestamp] separated by '%s'",
-                               o->ratings, rec.line, rec.n, rec.n == 1 ? "" : "s",
-                               idx_csv_sep(r) == '\t' ? "\\t" : (char[]){idx_csv_sep(r), 0});
-                goto cleanup; /* the layout of the file is unknown: no line can be read */
-            }
-            ncols = rec.n;
-            for (size_t k = 0; k < ncols; k++) colmap[k] = (int)k;
-            if (header) {
+            if (explicit_cols) {
+                ncols = spec_cols;
+                memcpy(colmap, spec, sizeof colmap);
+            } else {
                 int named[4] = {-1, -1, -1, -1};
-                bool all = true;
-                for (size_t k = 0; k < ncols; k++) {
+                bool dup = false;
+                for (size_t k = 0; header && k < rec.n && k < 64; k++) {
                     int kind = column_kind(rec.field[k]);
-                    if (kind < 0 || named[kind] >= 0) all = false;
-                    else named[kind] = (int)k;
+                    if (kind < 0) continue;
+                    if (named[kind] >= 0) dup = true;
+                    named[kind] = (int)k;
                 }
-                if (all && named[COL_USER] >= 0 && named[COL_ITEM] >= 0)
+                if (header && !dup && named[COL_USER] >= 0 && named[COL_ITEM] >= 0) {
+                    /* columns by name; other columns are ignored */
+                    ncols = rec.n;
                     memcpy(colmap, named, sizeof colmap);
+                } else if (rec.n >= 2 && rec.n <= 4) {
+                    ncols = rec.n;
+                    for (size_t k = 0; k < ncols; k++) colmap[k] = (int)k;
+                } else {
+                    char sep = idx_csv_sep(r);
+                    rc = rp_errorf(err, RP_EPARSE,
+                                   "%s:%" PRIu64 ": %zu column%s; expected user,item[,rating]"
+                                   "[,timestamp] separated by '%s' (name the columns with a "
+                                   "header or --ratings-columns)",
+                                   o->ratings, rec.line, rec.n, rec.n == 1 ? "" : "s",
+                                   sep == '\t' ? "\\t" : (char[]){sep, 0});
+                    goto cleanup; /* the layout is unknown: no line can be read */
+                }
+            }
+            if (header) {
                 had_header = true;
                 continue;
             }

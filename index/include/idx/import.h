@@ -4,9 +4,10 @@
  * Inputs
  * - interactions: `user,item[,rating][,timestamp]`, comma or tab separated (detected from
  *   the first line unless given), RFC 4180 quoting, CRLF or LF. A first line whose first
- *   field is not a number is a header; a header whose names are all known (user, userId,
- *   user_id; item, itemId, item_id, movieId, movie_id; rating, value, score; timestamp,
- *   ts, time) maps the columns by name, otherwise columns are taken in the order above.
+ *   field is not a number is a header; a header naming the user and item columns (user,
+ *   userId, user_id; item, itemId, item_id, movieId, movie_id; rating, value, score;
+ *   timestamp, ts, time) maps the columns by name and other columns are ignored;
+ *   ratings_columns names them explicitly; otherwise columns are taken in the order above.
  *   With a rating column events are EVENT_TYPE_RATING (5) carrying the rating; without,
  *   EVENT_TYPE_VIEW (1) with value 1.0. Without a timestamp column ts is 0.
  * - catalogue, format IDX_ITEMS_CSV: `id,title[,categories]`, '|'-separated categories,
@@ -55,6 +56,9 @@ typedef struct idx_import_opts {
     char ratings_sep;    /* 0 = detect: tab if the first line has one, else ',' */
     int ratings_header;  /* -1 = detect, 0 = no header, 1 = the first line is a header */
     const char *ratings_encoding; /* NULL = UTF-8 */
+    const char *ratings_columns;  /* NULL = by header names or positional; else the role of
+                                     each column in order, "-" for one to ignore:
+                                     "item,user,-,timestamp" */
 
     idx_items_format items_format;
     char items_sep;      /* 0 = ',' for CSV, '|' for ML100K */

@@ -127,6 +127,7 @@ static void test_user_order_time_then_file(void **state)
     }
     /* the property is only tested if ties exist (MovieLens has many) */
     assert_true(ties > 1000);
+    free(ev);
 }
 
 static void test_lookups_titles_categories(void **state)

@@ -217,7 +217,8 @@ static void test_tab_crlf_named_columns_no_rating(void **state)
     /* columns named in another order; tab; CRLF; no rating, no timestamp */
     const char *ratings = td_writes("r.tsv", "item_id\tuser_id\r\n30\t2\r\n10\t1\r\n20\t1\r\n"
                                              "10\t2\r\n");
-    const char *items = td_writes("i.csv", "10,Ten,A|B\n20,Twenty,B\n30,Thirty,\n");
+    char items[PATH_MAX]; /* td_path's buffers are reused: keep a copy */
+    snprintf(items, sizeof items, "%s", td_writes("i.csv", "10,Ten,A|B\n20,Twenty,B\n30,Thirty,\n"));
     idx_import_opts o = {.ratings = ratings, .items = items, .out = td_path("tab"),
                          .ratings_header = -1, .items_header = -1};
     idx_import_stats st;
@@ -247,6 +248,34 @@ static void test_tab_crlf_named_columns_no_rating(void **state)
                           .ratings_header = 0, .items_header = -1};
     E(idx_import(&o, &st, &err));
     assert_int_equal(st.events, 2);
+
+    /* a header naming user and item among other columns: the others are ignored */
+    ratings = td_writes("r3.csv", "ts,movieId,comment,userId\n9,10,\"nice, really\",4\n"
+                                  "8,20,meh,4\n");
+    o = (idx_import_opts){.ratings = ratings, .items = items, .out = td_path("named"),
+                          .ratings_header = -1, .items_header = -1};
+    E(idx_import(&o, &st, &err));
+    idx_dataset *nd;
+    E(idx_dataset_open(td_path("named"), &nd, &err));
+    assert_int_equal(nd->n_users, 1);
+    assert_int_equal(nd->user_ids[0], 4);
+    assert_int_equal(nd->item_ids[nd->events[0].item], 20); /* ts 8 before ts 9 */
+    assert_int_equal(nd->events[1].ts, 9);
+    idx_dataset_close(nd);
+
+    /* explicit roles, '-' ignoring a column; a bad role list is EINVAL naming it */
+    ratings = td_writes("r4.csv", "9,10,x,4\n8,20,y,4\n");
+    o.ratings = ratings;
+    o.out = td_path("roles");
+    o.ratings_columns = "timestamp,item,-,user";
+    E(idx_import(&o, &st, &err));
+    assert_int_equal(st.users, 1);
+    assert_int_equal(st.events, 2);
+    o.out = td_path("roles2");
+    o.ratings_columns = "timestamp,item,-,usr";
+    assert_int_equal(idx_import(&o, &st, &err), RP_EINVAL);
+    assert_non_null(strstr(err.msg, "'usr'"));
+    assert_false(td_exists(td_path("roles2")));
 }
 
 static void test_long_title_accepted(void **state)
