@@ -50,7 +50,7 @@ struct rp_call {
     ProtobufCAllocator alloc;
     uint64_t t_start_ns;
     uint64_t deadline_ns;
-    char *peer; /* arena */
+    char peer[64]; /* filled on first use */
     char request_id[40];
 
     /* the answer */

@@ -62,7 +62,7 @@ static rp_call *call_get(rp_server *s)
     c->call = NULL;
     c->payload = NULL;
     c->resp_bb = NULL;
-    c->peer = NULL;
+    c->peer[0] = '\0';
     c->status = RP_GRPC_OK;
     c->cancelled = 0;
     c->request_id[0] = '\0';
@@ -249,7 +249,15 @@ static void on_done(rp__tag *t, bool ok)
     if (c->cancelled && c->status == RP_GRPC_OK) c->status = RP_GRPC_CANCELLED;
     atomic_fetch_add(&s->calls_total, 1);
     if (c->status != RP_GRPC_OK) atomic_fetch_add(&s->calls_failed, 1);
-    access_log(c, c->method ? c->method->m.path : "(unknown)");
+    if (c->method) {
+        access_log(c, c->method->m.path);
+    } else {
+        char path[256];
+        size_t n = GRPC_SLICE_LENGTH(c->details.method);
+        snprintf(path, sizeof path, "%.*s", (int)(n < sizeof path ? n : sizeof path - 1),
+                 (const char *)GRPC_SLICE_START_PTR(c->details.method));
+        access_log(c, path);
+    }
     atomic_fetch_sub(&s->in_flight, 1);
     call_put(c);
 }
@@ -663,8 +671,8 @@ int rp_server_stop(rp_server *s, double grace_s)
     if (s->nworkers_started == s->nthreads) {
         rp_server_stats st;
         rp_server_get_stats(s, &st);
-        rp_info("rpc", "stopping %s: %u calls in flight, grace %.1f s", s->service, st.in_flight,
-                grace_s);
+        rp_info("rpc", "stopping %s: %u calls in flight, draining them (grace %.1f s)", s->service,
+                st.in_flight, grace_s);
         atomic_store(&s->serving, false);
         rp__health_notify(s);
         rp__health_end_watchers(s);
@@ -753,11 +761,11 @@ static void on_signal(int sig)
     errno = saved;
 }
 
-int rp_server_run_until_signal(rp_server *s)
+int rp_wait_for_signal(void)
 {
     if (signal_pipe[0] < 0 && pipe(signal_pipe) != 0) {
-        rp_errlog("rpc", "pipe: %s; stopping now", strerror(errno));
-        return rp_server_stop(s, s->grace_s);
+        rp_errlog("rpc", "pipe: %s; not waiting for signals", strerror(errno));
+        return 0;
     }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -770,13 +778,18 @@ int rp_server_run_until_signal(rp_server *s)
         ssize_t r = read(signal_pipe[0], &b, 1);
         if (r == 1) break;
         if (r < 0 && errno == EINTR) continue;
-        rp_errlog("rpc", "reading the signal pipe: %s; stopping now",
+        rp_errlog("rpc", "reading the signal pipe: %s",
                   r < 0 ? strerror(errno) : "end of file");
-        break;
+        return 0;
     }
-    rp_info("rpc", "received %s: draining calls (grace %.1f s)", b == SIGINT ? "SIGINT" : "SIGTERM",
-            s->grace_s);
-    /* A second signal during the drain should not kill the process mid-drain. */
+    /* Later signals (a second Ctrl-C during the drain) only write to the pipe. */
+    rp_info("rpc", "received %s", b == SIGINT ? "SIGINT" : "SIGTERM");
+    return b;
+}
+
+int rp_server_run_until_signal(rp_server *s)
+{
+    rp_wait_for_signal();
     return rp_server_stop(s, s->grace_s);
 }
 
@@ -820,11 +833,11 @@ int64_t rp_call_remaining_ms(const rp_call *c)
 
 const char *rp_call_peer(rp_call *c)
 {
-    if (c->peer) return c->peer;
-    char *p = c->call ? grpc_call_get_peer(c->call) : NULL;
-    if (p && c->arena) c->peer = rp_arena_strdup(c->arena, p);
+    if (c->peer[0] || !c->call) return c->peer;
+    char *p = grpc_call_get_peer(c->call);
+    if (p) snprintf(c->peer, sizeof c->peer, "%s", p);
     gpr_free(p);
-    return c->peer ? c->peer : "";
+    return c->peer;
 }
 
 const char *rp_call_request_id(const rp_call *c)

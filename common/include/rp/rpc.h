@@ -163,6 +163,10 @@ void rp_server_destroy(rp_server *s);
  * RP_ETIMEDOUT when calls had to be cancelled. Call from the main thread.
  */
 int rp_server_run_until_signal(rp_server *s);
+/* The waiting part alone, for a process running several servers: installs handlers for
+ * SIGTERM and SIGINT, blocks until one arrives and returns its number (0 if waiting
+ * failed). Later signals are absorbed, so a second Ctrl-C does not cut the drain short. */
+int rp_wait_for_signal(void);
 
 /* ---- inside a handler ---- */
 
