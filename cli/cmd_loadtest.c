@@ -59,7 +59,7 @@ int cmd_loadtest(int argc, char **argv)
          false},
         {"max-calls", RP_OPT_INT, &max_calls, "0", 0, 1e15,
          "stop after this many calls (0 = no limit; duration still applies)", false},
-        {"max-in-flight", RP_OPT_INT, &max_in_flight, "100000", 1, 1000000,
+        {"max-in-flight", RP_OPT_INT, &max_in_flight, "20000", 1, 1000000,
          "open loop: calls in flight at most; later calls wait and keep their intended start",
          false},
         {"users", RP_OPT_INT, &users, "100000", 1, 9007199254740992.0,

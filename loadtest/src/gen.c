@@ -22,6 +22,10 @@
 /* A worker looks at the clock (timeline, stop flag) at least this often. */
 #define TICK_NS 100000000ull
 #define RING 4
+/* At most this many calls are sent in a row before completions are looked at: a
+ * generator that fell behind catches up without starving its completion queue. */
+#define BURST 64
+#define LATE_NS 1000000ull
 
 static const char *status_names[LT_NSTATUS] = {
     "OK",        "CANCELLED",           "UNKNOWN",           "INVALID_ARGUMENT",
@@ -45,7 +49,7 @@ void lt_config_defaults(lt_config *cfg)
     cfg->connections = 1;
     cfg->threads = 1;
     cfg->deadline_ms = 1000;
-    cfg->max_in_flight = 100000;
+    cfg->max_in_flight = 20000;
     cfg->seed = 1;
 }
 
@@ -108,7 +112,7 @@ struct worker {
     /* results */
     rp_hist latency, by_rpc[LT_RPC_COUNT];
     uint64_t calls_by_rpc[LT_RPC_COUNT], status[LT_NSTATUS];
-    uint64_t measured, ok, errors, unsent;
+    uint64_t measured, ok, errors, unsent, late_sends, max_send_lag;
     uint32_t max_in_flight;
     atomic_uint_fast64_t sent, completed, failed; /* for progress */
     /* the current second of the timeline */
@@ -342,7 +346,13 @@ static void *worker_main(void *arg)
             stop_sending(w, now);
         if (w->sending && open) {
             /* Send every call that is due; a call sent late keeps its intended time. */
-            while (w->sending && w->next_intended <= now && w->free_list) {
+            for (int burst = 0; w->sending && w->next_intended <= now && w->free_list &&
+                                burst < BURST;
+                 burst++) {
+                uint64_t at = rel_now(r);
+                uint64_t lag = at > w->next_intended ? at - w->next_intended : 0;
+                if (lag > LATE_NS) w->late_sends++;
+                if (lag > w->max_send_lag) w->max_send_lag = lag;
                 if ((w->rc = start_call(w, w->next_intended))) goto out;
                 w->next_intended = lt_schedule_next(&w->sched);
                 if (!may_send(w, w->next_intended)) stop_sending(w, now);
@@ -364,7 +374,9 @@ static void *worker_main(void *arg)
         }
 
         uint64_t wait = TICK_NS;
-        if (w->sending && open && w->free_list) {
+        if (w->sending && open && w->free_list && w->next_intended <= rel_now(r)) {
+            wait = 0; /* behind: poll, then send the rest */
+        } else if (w->sending && open && w->free_list) {
             uint64_t until = w->next_intended > now ? w->next_intended - now : 0;
             if (until < wait) wait = until;
         }
@@ -631,6 +643,8 @@ int lt_run(const lt_config *cfg, lt_result **out, rp_error *err)
         res->ok += w->ok;
         res->errors += w->errors;
         res->unsent += w->unsent;
+        res->late_sends += w->late_sends;
+        if (w->max_send_lag > res->max_send_lag_ns) res->max_send_lag_ns = w->max_send_lag;
         res->sent += atomic_load(&w->sent);
         res->completed += atomic_load(&w->completed);
         if (w->max_in_flight > res->max_in_flight_seen) res->max_in_flight_seen = w->max_in_flight;

@@ -46,6 +46,10 @@ void lt_report_text(FILE *f, const lt_result *r)
     fprintf(f, "\n  rate      %.1f/s achieved", r->achieved_rate);
     if (r->open_loop) fprintf(f, " of %g/s offered", r->cfg.rate);
     fprintf(f, ", at most %u in flight\n", r->max_in_flight_seen);
+    if (r->late_sends > r->sent / 100)
+        fprintf(f, "  warning   %llu calls sent over 1 ms late (up to %.3f ms): the generator "
+                   "or --max-in-flight fell behind; their latency counts from the intended start\n",
+                (unsigned long long)r->late_sends, ms(r->max_send_lag_ns));
     fprintf(f, "  latency   %s, every status included\n",
             r->open_loop ? "from each call's intended start (coordinated omission corrected)"
                          : "from each call's start (closed loop)");
@@ -138,6 +142,8 @@ json_object *lt_report_json_object(const lt_result *r, const lt_find_result *fm)
     json_object_object_add(sum, "unsent", json_object_new_int64((int64_t)r->unsent));
     json_object_object_add(sum, "achieved_rate", json_object_new_double(r->achieved_rate));
     json_object_object_add(sum, "max_in_flight", json_object_new_int64(r->max_in_flight_seen));
+    json_object_object_add(sum, "late_sends", json_object_new_int64((int64_t)r->late_sends));
+    json_object_object_add(sum, "max_send_lag_ms", json_object_new_double(ms(r->max_send_lag_ns)));
     json_object_object_add(sum, "latency_from",
                            json_object_new_string(r->open_loop ? "intended_start" : "actual_start"));
     json_object_object_add(root, "summary", sum);

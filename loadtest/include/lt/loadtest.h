@@ -65,7 +65,7 @@ typedef struct lt_config {
 } lt_config;
 
 /* Sets the defaults: closed loop off, rate 0, constant arrivals, 30 s, warmup 5 s, one
- * connection, one thread, 1 s deadline, no call limit, 100000 in flight, seed 1. */
+ * connection, one thread, 1 s deadline, no call limit, 20000 in flight, seed 1. */
 void lt_config_defaults(lt_config *cfg);
 
 /* One second of the run, by completion time. */
@@ -92,6 +92,12 @@ typedef struct lt_result {
     uint64_t completed;          /* calls completed, warmup included */
     uint64_t unsent;             /* open loop: intended calls never sent (in-flight cap) */
     uint32_t max_in_flight_seen;
+    /* Open loop: calls sent more than 1 ms after their intended start (the generator
+     * or its in-flight cap fell behind; their latency still counts from the intended
+     * start), and the largest such lag. Many late sends mean the generator, not only
+     * the target, was saturated: add --threads or lower the rate. */
+    uint64_t late_sends;
+    uint64_t max_send_lag_ns;
     double elapsed_s;            /* wall time of the whole run, drain included */
     double achieved_rate;        /* measured completions / duration_s */
     double start_wall_s;         /* Unix time of the start */
@@ -101,7 +107,10 @@ typedef struct lt_result {
 
 /*
  * Runs one load test as configured. Connects every channel first (RP_EUNAVAIL naming
- * the target when it cannot connect within 5 s), then sends, then drains. On success
+ * the target when the connection is refused or not ready within 5 s), then sends,
+ * then drains: calls due but unsent deadline + 2 s after the end are counted in
+ * `unsent`, and calls still in flight deadline + 2 s after sending stopped are
+ * cancelled (counted as CANCELLED). On success
  * *out is a new result (free with lt_result_free). Errors: RP_EINVAL naming the field
  * of cfg out of range, RP_EUNAVAIL, RP_ENOMEM. Individual call failures are not errors
  * of the run: they are counted by status.
