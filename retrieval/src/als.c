@@ -147,6 +147,12 @@ struct ret_als_gram {
     float *r0;  /* k × k, upper Cholesky factor of YᵀY + λI (row-major, b >= a) */
 };
 
+/* The upper-triangle updates of row a start at column a rounded down to a multiple of
+ * 8: the few extra (lower-triangle) elements are never read, and the loops then run in
+ * whole vectors without a scalar tail (k is usually a multiple of 8). Every element is
+ * computed by itself, so this changes no bit of the result. */
+#define ALS_ROW_START(a) ((a) & ~7u)
+
 /* dst[i] += s * a[i] */
 static inline void axpy1(float *restrict dst, const float *restrict a, float s, uint32_t n)
 {
@@ -187,7 +193,10 @@ static int als__cholesky(float *restrict A, uint32_t k)
         rc[c] = d;
         float inv = 1.0f / d;
         for (uint32_t m = c + 1; m < k; m++) rc[m] *= inv;
-        for (uint32_t m = c + 1; m < k; m++) axpy1(A + (size_t)m * k + m, rc + m, -rc[m], k - m);
+        for (uint32_t m = c + 1; m < k; m++) {
+            uint32_t b = ALS_ROW_START(m);
+            axpy1(A + (size_t)m * k + b, rc + b, -rc[m], k - b);
+        }
     }
     return 0;
 }
@@ -239,16 +248,20 @@ static int als__solve_row(const float *restrict y, const ret_als_gram *g,
             const float *p2 = y + (size_t)cols[j + 2] * k, *p3 = y + (size_t)cols[j + 3] * k;
             float w0 = alpha * (r ? r[j] : 1.0f), w1 = alpha * (r ? r[j + 1] : 1.0f);
             float w2 = alpha * (r ? r[j + 2] : 1.0f), w3 = alpha * (r ? r[j + 3] : 1.0f);
-            for (uint32_t a = 0; a < k; a++)
-                axpy4(A + (size_t)a * k + a, p0 + a, p1 + a, p2 + a, p3 + a, w0 * p0[a],
-                      w1 * p1[a], w2 * p2[a], w3 * p3[a], k - a);
+            for (uint32_t a = 0; a < k; a++) {
+                uint32_t b = ALS_ROW_START(a);
+                axpy4(A + (size_t)a * k + b, p0 + b, p1 + b, p2 + b, p3 + b, w0 * p0[a],
+                      w1 * p1[a], w2 * p2[a], w3 * p3[a], k - b);
+            }
             axpy4(x, p0, p1, p2, p3, 1.0f + w0, 1.0f + w1, 1.0f + w2, 1.0f + w3, k);
         }
         for (; j < n; j++) {
             const float *p0 = y + (size_t)cols[j] * k;
             float w0 = alpha * (r ? r[j] : 1.0f);
-            for (uint32_t a = 0; a < k; a++)
-                axpy1(A + (size_t)a * k + a, p0 + a, w0 * p0[a], k - a);
+            for (uint32_t a = 0; a < k; a++) {
+                uint32_t b = ALS_ROW_START(a);
+                axpy1(A + (size_t)a * k + b, p0 + b, w0 * p0[a], k - b);
+            }
             axpy1(x, p0, 1.0f + w0, k);
         }
         for (uint32_t a = 0; a < k; a++) A[(size_t)a * k + a] += g->reg;
