@@ -5,9 +5,11 @@
  * cblas_sgemm on matrices of the shapes the model multiplies, measured in the same run.
  *
  * usage: bench_rank [--candidates N] [--history N] [--requests N] [--items N]
+ *                   [--att-chunk N (32)] [--dense-chunk N (128)]
  * The weights are random (timing does not depend on their values).
  */
 #include "rank/model.h"
+#include "rank_internal.h"
 #include "rp/clock.h"
 #include "rp/threads.h"
 
@@ -44,13 +46,15 @@ static double sgemm_rate(int M, int N, int K)
 
 int main(int argc, char **argv)
 {
-    uint32_t n_cands = 500, n_hist = 50, n_req = 300, n_items = 10000;
+    uint32_t n_cands = 500, n_hist = 50, n_req = 300, n_items = 10000, ca = 32, cd = 128;
     for (int i = 1; i + 1 < argc; i += 2) {
         uint32_t v = (uint32_t)strtoul(argv[i + 1], NULL, 10);
         if (!strcmp(argv[i], "--candidates")) n_cands = v;
         else if (!strcmp(argv[i], "--history")) n_hist = v;
         else if (!strcmp(argv[i], "--requests")) n_req = v;
         else if (!strcmp(argv[i], "--items")) n_items = v;
+        else if (!strcmp(argv[i], "--att-chunk")) ca = v;
+        else if (!strcmp(argv[i], "--dense-chunk")) cd = v;
         else {
             fprintf(stderr, "bench_rank: unknown option %s\n", argv[i]);
             return 2;
@@ -83,7 +87,7 @@ int main(int argc, char **argv)
     rank_model *m;
     rank_ws *ws;
     rp_error err;
-    if (rank_model_create(&s, &it, NULL, 0, 1, &m, &err) || rank_ws_create(m, &ws)) {
+    if (rank_model_create(&s, &it, NULL, 0, 1, &m, &err) || rank__ws_create(m, ca, cd, 0, &ws)) {
         fprintf(stderr, "bench_rank: %s\n", err.msg);
         return 1;
     }
