@@ -39,7 +39,9 @@ typedef struct idx_dataset {
     const uint32_t *item_cat_off;       /* [n_items + 1] */
     const uint16_t *item_cats;          /* category indices of item i: item_cats[off[i]..off[i+1]) */
     const char *const *category_names;  /* [n_categories] */
-    const int64_t *item_created;        /* [n_items] Unix seconds: first interaction, or 0 */
+    const int64_t *item_created;        /* [n_items] Unix seconds: first interaction, or 0
+                                           (import); the generated creation time, before
+                                           any interaction (synth) */
     const uint8_t *item_in_catalogue;   /* [n_items] 1 when the catalogue listed it */
 
     /* Optional free-text tags (from --tags): tags of item i are

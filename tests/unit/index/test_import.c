@@ -483,6 +483,46 @@ static void test_duplicates_merge_latest_wins(void **state)
     idx_dataset_close(ds);
 }
 
+/* Garbage interactions and catalogues: with skip_bad the import either succeeds with
+ * what was valid or fails with RP_EPARSE naming the file; it never crashes and never
+ * leaves an output behind on failure. */
+static void test_random_files_with_skip_bad(void **state)
+{
+    (void)state;
+    static const char alphabet[] = "0123456789012345678901234567890123456789,,,,,\"\n\n\r\t|. -x";
+    uint64_t x = 99;
+    char rb[400], ib[400];
+    for (int round = 0; round < 60; round++) {
+        size_t nr = 50 + (size_t)round * 5, ni = 30 + (size_t)round * 4;
+        for (size_t k = 0; k < nr + ni; k++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            char c = alphabet[(x >> 33) % (sizeof alphabet - 1)];
+            if (k < nr) rb[k] = c;
+            else ib[k - nr] = c;
+        }
+        char rpath[PATH_MAX], ipath[PATH_MAX], out[PATH_MAX];
+        snprintf(rpath, sizeof rpath, "%s", td_write("rand_r.csv", rb, nr));
+        snprintf(ipath, sizeof ipath, "%s", td_write("rand_i.csv", ib, ni));
+        snprintf(out, sizeof out, "%s", td_path("rand_out"));
+        idx_import_opts o = {.ratings = rpath, .items = ipath, .out = out,
+                             .ratings_header = -1, .items_header = -1, .skip_bad = true};
+        idx_import_stats st;
+        rp_error err = {0};
+        int rc = idx_import(&o, &st, &err);
+        if (rc == RP_OK) {
+            idx_dataset *ds;
+            if (idx_dataset_open(out, &ds, &err)) fail_msg("round %d: %s", round, err.msg);
+            assert_int_equal(ds->n_events, st.events);
+            idx_dataset_close(ds);
+            idx_rmtree(out);
+        } else {
+            if (rc != RP_EPARSE) fail_msg("round %d: %d %s", round, rc, err.msg);
+            assert_true(strstr(err.msg, "rand_r.csv") || strstr(err.msg, "rand_i.csv"));
+            assert_false(td_exists(out));
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -496,6 +536,7 @@ int main(void)
         cmocka_unit_test(test_skip_bad_counts),
         cmocka_unit_test(test_existing_out_refused_unless_force),
         cmocka_unit_test(test_duplicates_merge_latest_wins),
+        cmocka_unit_test(test_random_files_with_skip_bad),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
