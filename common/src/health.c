@@ -130,7 +130,8 @@ static void send_current(rp__watcher *w)
 static void on_sent(rp__tag *t, bool ok)
 {
     rp__watcher *w = RP__CONTAINER(t, rp__watcher, sent);
-    pthread_mutex_lock(&w->s->mu);
+    rp_server *s = w->s; /* w may be freed below */
+    pthread_mutex_lock(&s->mu);
     w->refs--;
     w->sending = false;
     grpc_byte_buffer_destroy(w->bb);
@@ -140,28 +141,30 @@ static void on_sent(rp__tag *t, bool ok)
         else send_current(w);
     }
     maybe_free(w);
-    pthread_mutex_unlock(&w->s->mu);
+    pthread_mutex_unlock(&s->mu);
 }
 
 static void on_closed(rp__tag *t, bool ok)
 {
     rp__watcher *w = RP__CONTAINER(t, rp__watcher, closed);
+    rp_server *s = w->s; /* w may be freed below */
     (void)ok;
-    pthread_mutex_lock(&w->s->mu);
+    pthread_mutex_lock(&s->mu);
     w->refs--;
     w->closed_seen = true;
     maybe_free(w);
-    pthread_mutex_unlock(&w->s->mu);
+    pthread_mutex_unlock(&s->mu);
 }
 
 static void on_finished(rp__tag *t, bool ok)
 {
     rp__watcher *w = RP__CONTAINER(t, rp__watcher, finished);
+    rp_server *s = w->s; /* w may be freed below */
     (void)ok;
-    pthread_mutex_lock(&w->s->mu);
+    pthread_mutex_lock(&s->mu);
     w->refs--;
     maybe_free(w);
-    pthread_mutex_unlock(&w->s->mu);
+    pthread_mutex_unlock(&s->mu);
 }
 
 void rp__health_watch_start(rp_call *call, const ProtobufCMessage *req)

@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include <grpc/grpc.h>
+#include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc_security.h>
 #include <grpc/support/time.h>
 #include <pthread.h>
@@ -622,6 +623,137 @@ static void test_bad_config_is_refused(void **state)
     assert_null(s);
 }
 
+
+/* A raw server-streaming Health/Watch call, driven step by step. */
+typedef struct watch {
+    grpc_channel *ch;
+    grpc_completion_queue *cq;
+    grpc_call *call;
+    grpc_metadata_array im, tm;
+    grpc_status_code status;
+    grpc_slice details;
+    grpc_byte_buffer *send;
+} watch;
+
+static void *pluck(watch *w, void *tag, int ms)
+{
+    gpr_timespec d = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(ms, GPR_TIMESPAN));
+    grpc_event ev = grpc_completion_queue_pluck(w->cq, tag, d, NULL);
+    if (ev.type != GRPC_OP_COMPLETE) fail_msg("no completion within %d ms", ms);
+    return ev.success ? tag : NULL;
+}
+
+static void watch_start(watch *w, const char *tgt)
+{
+    memset(w, 0, sizeof *w);
+    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+    w->ch = grpc_channel_create(tgt, creds, NULL);
+    grpc_channel_credentials_release(creds);
+    w->cq = grpc_completion_queue_create_for_pluck(NULL);
+    w->call = grpc_channel_create_call(w->ch, NULL, GRPC_PROPAGATE_DEFAULTS, w->cq,
+                                       grpc_slice_from_static_string("/grpc.health.v1.Health/Watch"),
+                                       NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    grpc_metadata_array_init(&w->im);
+    grpc_metadata_array_init(&w->tm);
+    w->details = grpc_empty_slice();
+    grpc_slice empty = grpc_empty_slice();
+    w->send = grpc_raw_byte_buffer_create(&empty, 1);
+    grpc_op ops[4];
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = w->send;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &w->im;
+    assert_int_equal(grpc_call_start_batch(w->call, ops, 4, (void *)1, NULL), GRPC_CALL_OK);
+    assert_non_null(pluck(w, (void *)1, 5000));
+    grpc_op st;
+    memset(&st, 0, sizeof st);
+    st.op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    st.data.recv_status_on_client.trailing_metadata = &w->tm;
+    st.data.recv_status_on_client.status = &w->status;
+    st.data.recv_status_on_client.status_details = &w->details;
+    assert_int_equal(grpc_call_start_batch(w->call, &st, 1, (void *)2, NULL), GRPC_CALL_OK);
+}
+
+/* The next streamed status, or -1 when the stream ended. */
+static int watch_next(watch *w)
+{
+    grpc_byte_buffer *bb = NULL;
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &bb;
+    assert_int_equal(grpc_call_start_batch(w->call, &op, 1, (void *)3, NULL), GRPC_CALL_OK);
+    pluck(w, (void *)3, 5000);
+    if (!bb) return -1;
+    grpc_byte_buffer_reader r;
+    grpc_byte_buffer_reader_init(&r, bb);
+    grpc_slice s = grpc_byte_buffer_reader_readall(&r);
+    grpc_byte_buffer_reader_destroy(&r);
+    Grpc__Health__V1__HealthCheckResponse *m = grpc__health__v1__health_check_response__unpack(
+        NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+    grpc_slice_unref(s);
+    grpc_byte_buffer_destroy(bb);
+    assert_non_null(m);
+    int status = m->status;
+    grpc__health__v1__health_check_response__free_unpacked(m, NULL);
+    return status;
+}
+
+static int watch_end(watch *w, bool cancel)
+{
+    if (cancel) grpc_call_cancel(w->call, NULL);
+    pluck(w, (void *)2, 5000);
+    int status = (int)w->status;
+    grpc_slice_unref(w->details);
+    grpc_metadata_array_destroy(&w->im);
+    grpc_metadata_array_destroy(&w->tm);
+    grpc_byte_buffer_destroy(w->send);
+    grpc_call_unref(w->call);
+    grpc_completion_queue_shutdown(w->cq);
+    grpc_completion_queue_pluck(w->cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    grpc_completion_queue_destroy(w->cq);
+    grpc_channel_destroy(w->ch);
+    return status;
+}
+
+static void test_health_watch_streams_changes(void **state)
+{
+    (void)state;
+    rp_server *s;
+    char t[64];
+    start(&s, 2, 0, t, sizeof t);
+    enum { SERVING = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING,
+           NOT_SERVING = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING };
+    /* A caller that goes away: its stream is released. */
+    watch gone;
+    watch_start(&gone, t);
+    assert_int_equal(watch_next(&gone), NOT_SERVING);
+    assert_int_equal(watch_end(&gone, true), GRPC_STATUS_CANCELLED);
+
+    watch w;
+    watch_start(&w, t);
+    assert_int_equal(watch_next(&w), NOT_SERVING);
+    rp_server_set_serving(s, true);
+    assert_int_equal(watch_next(&w), SERVING);
+    rp_server_set_serving(s, true); /* no change, nothing sent */
+    rp_server_set_serving(s, false);
+    assert_int_equal(watch_next(&w), NOT_SERVING);
+    rp_server_set_serving(s, true);
+    assert_int_equal(watch_next(&w), SERVING);
+    /* Stopping reports NOT_SERVING, then ends the stream with OK and does not wait for
+     * the grace period. */
+    uint64_t t0 = rp_now_ns();
+    assert_int_equal(rp_server_stop(s, 5.0), RP_OK);
+    assert_true((rp_now_ns() - t0) / 1000000 < 2000);
+    assert_int_equal(watch_next(&w), NOT_SERVING);
+    assert_int_equal(watch_next(&w), -1);
+    assert_int_equal(watch_end(&w, false), GRPC_STATUS_OK);
+    rp_server_destroy(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -633,6 +765,7 @@ int main(void)
         cmocka_unit_test(test_deadline),
         cmocka_unit_test(test_request_id_and_metadata),
         cmocka_unit_test(test_health_and_admin),
+        cmocka_unit_test(test_health_watch_streams_changes),
         cmocka_unit_test(test_async_round_robin),
         cmocka_unit_test(test_drain_completes_in_flight_calls),
         cmocka_unit_test(test_drain_grace_expires),
