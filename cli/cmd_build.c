@@ -36,14 +36,15 @@ static void index_progress(void *ctx, const char *line)
 /* Evaluates popularity and exact retrieval on the split the model was trained on and
  * returns the "evaluation" manifest object (NULL on failure, err set). */
 static json_object *build_evaluation(const idx_dataset *ds, const ev_split *split,
-                                     const ret_als_model *model, rp_error *err)
+                                     const ret_als_model *model, int use_value, rp_error *err)
 {
     static const uint32_t ks[] = {10, 20};
     ev_model pop = {0}, ret = {0};
     ev_result rp, rr;
     json_object *o = NULL;
     if (ev_model_popularity(ds, split, &pop, err)) goto done;
-    ev_retrieval_opts ro = {model->item_factors, model->k, model->reg, model->alpha, NULL};
+    ev_retrieval_opts ro = {model->item_factors, model->k, model->reg, model->alpha, NULL,
+                            use_value};
     if (ev_model_retrieval(ds, &ro, &ret, err)) goto done;
     if (ev_evaluate(ds, split, &pop, ks, 2, NULL, NULL, &rp, err) ||
         ev_evaluate(ds, split, &ret, ks, 2, NULL, NULL, &rr, err))
@@ -272,7 +273,7 @@ int cmd_build(int argc, char **argv)
         goto done;
     }
     if (holdout && do_eval) {
-        evaluation = build_evaluation(ds, split, model, &err);
+        evaluation = build_evaluation(ds, split, model, use_value, &err);
         if (!evaluation) {
             exit_code = cli_fail("build: evaluation", &err);
             goto done;

@@ -45,12 +45,17 @@ static json_object *metrics_json(const ev_result *r)
     return o;
 }
 
-/* The training object of the manifest says whether the bundle saw the test events. */
-static int bundle_holdout(const idx_manifest *mf)
+/* The training object of the manifest says whether the bundle saw the test events
+ * (-1: unknown) and whether r was the event value (`--use-value`). */
+static int bundle_holdout(const idx_manifest *mf, int *use_value)
 {
     json_object *tr = json_tokener_parse(mf->training_json ? mf->training_json : "{}"), *h;
     int holdout = -1;
+    *use_value = 0;
     if (tr && json_object_object_get_ex(tr, "holdout", &h)) holdout = json_object_get_boolean(h);
+    if (tr && json_object_object_get_ex(tr, "confidence", &h) &&
+        json_object_is_type(h, json_type_string))
+        *use_value = strstr(json_object_get_string(h), "value") != NULL;
     json_object_put(tr);
     return holdout;
 }
@@ -160,12 +165,13 @@ int cmd_eval(int argc, char **argv)
                     "recpipe eval: warning: %u of the dataset's %u items are not in the bundle "
                     "(scored as zero vectors)\n",
                     missing, ds->n_items);
-        holdout = bundle_holdout(idx_bundle_manifest(bundle));
+        int use_value = 0;
+        holdout = bundle_holdout(idx_bundle_manifest(bundle), &use_value);
         if (holdout == 0)
             fprintf(stderr, "recpipe eval: warning: the bundle was trained on every event, test "
                             "events included: retrieval figures are optimistic (build with "
                             "--holdout)\n");
-        ev_retrieval_opts o = {factors, k, reg, alpha, exact ? NULL : bundle};
+        ev_retrieval_opts o = {factors, k, reg, alpha, exact ? NULL : bundle, use_value};
         if ((rc = ev_model_retrieval(ds, &o, &models[n_models], &err))) {
             exit_code = cli_fail("eval: retrieval", &err);
             goto done;

@@ -18,6 +18,7 @@ typedef struct ret_ctx {
     const idx_dataset *ds;
     uint32_t n_items, k;
     float reg, alpha;
+    int use_value;
     float *y;    /* n_items × k */
     ret_als_gram *gram;
     float *q;    /* k: the user vector */
@@ -27,6 +28,7 @@ typedef struct ret_ctx {
     void *scratch;
     size_t scratch_n; /* history length the scratch fits */
     uint32_t *hist;
+    float *hist_r;
     cand *cands;
     size_t cands_cap;
     float *sbuf;
@@ -97,14 +99,19 @@ static int ret_recommend(void *vctx, uint32_t user, const idx_event *hist, size_
     if (n_hist > c->scratch_n) {
         free(c->scratch);
         free(c->hist);
+        free(c->hist_r);
         c->scratch = malloc(ret_als_fold_in_scratch(c->k, n_hist));
         c->hist = malloc(n_hist * sizeof *c->hist);
-        c->scratch_n = c->scratch && c->hist ? n_hist : 0;
+        c->hist_r = malloc(n_hist * sizeof *c->hist_r);
+        c->scratch_n = c->scratch && c->hist && c->hist_r ? n_hist : 0;
         if (!c->scratch_n) return rp_errorf(err, RP_ENOMEM, "retrieval model: out of memory");
     }
-    for (size_t j = 0; j < n_hist; j++) c->hist[j] = hist[j].item;
-    int rc = ret_als_fold_in(c->y, c->n_items, c->gram, c->hist, NULL, n_hist, c->alpha,
-                             c->scratch, c->q, err);
+    for (size_t j = 0; j < n_hist; j++) {
+        c->hist[j] = hist[j].item;
+        c->hist_r[j] = hist[j].value;
+    }
+    int rc = ret_als_fold_in(c->y, c->n_items, c->gram, c->hist, c->use_value ? c->hist_r : NULL,
+                             n_hist, c->alpha, c->scratch, c->q, err);
     if (rc) return rc;
     size_t n_seen = n_hist; /* at least the number of distinct seen items */
 
@@ -158,6 +165,7 @@ static void ret_destroy(void *vctx)
     free(c->scores);
     free(c->scratch);
     free(c->hist);
+    free(c->hist_r);
     free(c->cands);
     free(c->sbuf);
     free(c->ibuf);
@@ -188,6 +196,7 @@ int ev_model_retrieval(const idx_dataset *ds, const ev_retrieval_opts *o, ev_mod
     c->k = o->k;
     c->reg = o->reg;
     c->alpha = o->alpha;
+    c->use_value = o->use_value;
     c->bundle = o->bundle;
     c->n_shards = o->bundle ? idx_bundle_manifest(o->bundle)->n_shards : 0;
     c->y = malloc(ni * o->k * sizeof *c->y);

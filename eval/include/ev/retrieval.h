@@ -1,7 +1,8 @@
 /*
  * ev/retrieval.h — the `retrieval` model of the evaluation: iALS through the index.
  *
- * Each test user's vector is the fold-in of its train history (every event r = 1)
+ * Each test user's vector is the fold-in of its train history (every event r = 1, or
+ * its value when the factors were trained that way)
  * against the item factors with the bundle's lambda/alpha — exactly what the retrieval
  * service computes per request. Candidates come from the bundle's ANN index at its
  * tuned setting (every shard searched, merged by score), or from exact inner products
@@ -20,6 +21,8 @@ typedef struct ev_retrieval_opts {
     float reg, alpha;          /* the ALS hyper-parameters the factors were trained with */
     idx_bundle *bundle;        /* NULL: exact scoring; else searched. Borrowed: it must
                                   outlive the model. Its item ids map to the dataset's. */
+    int use_value;             /* fold in with r = the event value (as `--use-value`
+                                  training did) instead of 1 per event */
 } ev_retrieval_opts;
 
 /* Builds the model. out->name is "retrieval". RP_EINVAL (k, reg, alpha out of range;

@@ -251,7 +251,7 @@ static void test_retrieval_beats_popularity(void **state)
 
     ev_model pop, ret;
     E(ev_model_popularity(&ds, s, &pop, &e_));
-    ev_retrieval_opts o = {model->item_factors, model->k, model->reg, model->alpha, NULL};
+    ev_retrieval_opts o = {model->item_factors, model->k, model->reg, model->alpha, NULL, 0};
     E(ev_model_retrieval(&ds, &o, &ret, &e_));
     uint32_t ks[] = {10};
     ev_result rp, rr;
