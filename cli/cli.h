@@ -26,6 +26,7 @@ enum {
  * int cmd_NAME(int argc, char **argv) where argv[0] is the subcommand itself. */
 #define RP_COMMANDS(XX)                                                                    \
     XX(build, "train embeddings and build a bundle in one command (dataset -> bundle)")   \
+    XX(demo, "import the bundled MovieLens data, build, serve, show live recommendations") \
     XX(eval, "offline evaluation on a temporal hold-out (Recall/NDCG@K, coverage, ...)") \
     XX(gateway, "run the Recommender gateway (127.0.0.1:50050)")                          \
     XX(import, "import interactions + item catalogue into a dataset (DATA_DIR)")              \
