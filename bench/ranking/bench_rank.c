@@ -5,7 +5,7 @@
  * cblas_sgemm on matrices of the shapes the model multiplies, measured in the same run.
  *
  * usage: bench_rank [--candidates N] [--history N] [--requests N] [--items N]
- *                   [--att-chunk N (32)] [--dense-chunk N (128)]
+ *                   [--att-chunk N (32)] [--dense-chunk N (128)] [--json FILE]
  * The weights are random (timing does not depend on their values).
  */
 #include "rank/model.h"
@@ -49,9 +49,11 @@ static double sgemm_rate(int M, int N, int K)
 int main(int argc, char **argv)
 {
     uint32_t n_cands = 500, n_hist = 50, n_req = 300, n_items = 10000, ca = 32, cd = 128;
+    const char *json = NULL;
     for (int i = 1; i + 1 < argc; i += 2) {
         uint32_t v = (uint32_t)strtoul(argv[i + 1], NULL, 10);
-        if (!strcmp(argv[i], "--candidates")) n_cands = v;
+        if (!strcmp(argv[i], "--json")) json = argv[i + 1];
+        else if (!strcmp(argv[i], "--candidates")) n_cands = v;
         else if (!strcmp(argv[i], "--history")) n_hist = v;
         else if (!strcmp(argv[i], "--requests")) n_req = v;
         else if (!strcmp(argv[i], "--items")) n_items = v;
@@ -149,6 +151,22 @@ int main(int argc, char **argv)
            16 * (int)n_hist, (int)s.att2, (int)s.att1, g_pair2, 128u, D0, D0, g_cross, g_big);
     printf("  sgemm rate for the model's FLOP mix %.1f GFLOP/s: achieved %.0f%% of it "
            "(%.0f%% of 1024^3)\n", g_mix, 100.0 * gflops / g_mix, 100.0 * gflops / g_big);
+    if (json) {
+        FILE *f = fopen(json, "w");
+        if (!f) {
+            perror(json);
+            return 1;
+        }
+        fprintf(f,
+                "{\"candidates\":%u,\"history\":%u,\"requests\":%u,\"threads\":1,"
+                "\"openblas_coretype\":\"%s\",\"p50_ms\":%.4f,\"p99_ms\":%.4f,"
+                "\"cpu_p50_ms\":%.4f,\"cpu_p99_ms\":%.4f,\"mflop_per_candidate\":%.4f,"
+                "\"gflops\":%.2f,\"sgemm_mix_gflops\":%.2f,\"sgemm_1024_gflops\":%.2f,"
+                "\"fraction_of_sgemm\":%.3f,\"parameters\":%zu}\n",
+                n_cands, n_hist, n_req, core ? core : "", p50, p99, c50, c99, fpc / 1e6, gflops,
+                g_mix, g_big, gflops / g_mix, rank_model_nparams(m));
+        fclose(f);
+    }
     rank_ws_free(ws);
     rank_model_free(m);
     free(ids);
