@@ -5,6 +5,13 @@
 #include <inttypes.h>
 #include <stdio.h>
 
+static void progress(void *ctx, const char *phase, uint64_t done, uint64_t total)
+{
+    (void)ctx;
+    fprintf(stderr, "\rrecpipe: synth: %-8s %3d%%", phase, (int)(100 * done / (total ? total : 1)));
+    fflush(stderr);
+}
+
 int cmd_synth(int argc, char **argv)
 {
     int64_t items = 0, users = 0, dim = 0, seed = 42, categories = 20, clusters = 0;
@@ -52,10 +59,13 @@ int cmd_synth(int argc, char **argv)
         .pref_share = pref,
         .out = out,
         .force = force,
+        .progress = cli_progress_enabled() ? progress : NULL,
     };
     idx_synth_stats st;
     rp_error err = {0};
-    if ((rc = idx_synth(&p, &st, &err)) != RP_OK) return cli_fail("synth", &err);
+    rc = idx_synth(&p, &st, &err);
+    if (p.progress) fprintf(stderr, "\r%40s\r", "");
+    if (rc != RP_OK) return cli_fail("synth", &err);
     printf("synthesized %s\n", out);
     printf("  users       %u\n", st.users);
     printf("  items       %u (%u clusters, %u categories)\n", st.items, st.clusters,

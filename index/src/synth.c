@@ -69,22 +69,59 @@ static inline uint32_t below(rng *r, uint32_t n)
     return (uint32_t)(((rng_next(r) >> 32) * (uint64_t)n) >> 32);
 }
 
-/* standard normal (Box-Muller, both values used) */
+/* standard normal (Marsaglia's polar method, both values used) */
 static double normal(rng *r)
 {
     if (r->has_spare) {
         r->has_spare = false;
         return r->spare;
     }
-    double u1 = unif(r), u2 = unif(r);
-    if (u1 < 1e-300) u1 = 1e-300;
-    double m = sqrt(-2.0 * log(u1));
-    r->spare = m * sin(2.0 * M_PI * u2);
+    double u, v, q;
+    do {
+        u = 2.0 * unif(r) - 1.0;
+        v = 2.0 * unif(r) - 1.0;
+        q = u * u + v * v;
+    } while (q >= 1.0 || q == 0.0);
+    double m = sqrt(-2.0 * log(q) / q);
+    r->spare = v * m;
     r->has_spare = true;
-    return m * cos(2.0 * M_PI * u2);
+    return u * m;
 }
 
-/* index of the first prefix sum > x in cum[lo..hi) */
+/* Walker's alias table over weights w[0..n) (Vose's construction): sampling is one
+ * uniform index and one comparison, with two memory reads, where a binary search over
+ * a million prefix sums costs some twenty cache misses. w is overwritten; work holds n
+ * indices: the stack of small entries grows up from 0, that of large ones down from n. */
+static void alias_build(double *w, uint32_t n, float *prob, uint32_t *alias, uint32_t *work)
+{
+    double sum = 0;
+    for (uint32_t i = 0; i < n; i++) sum += w[i];
+    uint32_t ns = 0, nl = n;
+    for (uint32_t i = 0; i < n; i++) {
+        w[i] = w[i] * n / sum;
+        alias[i] = i;
+        if (w[i] < 1.0) work[ns++] = i;
+        else work[--nl] = i;
+    }
+    while (ns > 0 && nl < n) {
+        uint32_t sm = work[--ns], lg = work[nl++];
+        prob[sm] = (float)w[sm];
+        alias[sm] = lg;
+        w[lg] = w[lg] + w[sm] - 1.0;
+        if (w[lg] < 1.0) work[ns++] = lg;
+        else work[--nl] = lg;
+    }
+    while (nl < n) prob[work[nl++]] = 1.0f;
+    while (ns > 0) prob[work[--ns]] = 1.0f; /* rounding leftovers */
+}
+
+static inline uint32_t alias_draw(rng *r, const float *prob, const uint32_t *alias, uint32_t n)
+{
+    uint32_t i = below(r, n);
+    return unif(r) < prob[i] ? i : alias[i];
+}
+
+/* index of the first prefix sum > x in cum[lo..hi) *//* index of the first prefix sum > x in cum[lo..hi) */
 static uint32_t pick(const double *cum, uint32_t lo, uint32_t hi, double x)
 {
     while (lo + 1 < hi) {
@@ -138,7 +175,10 @@ static int write_vectors(const char *path, const idx_synth_params *p, const floa
     rng_seed(&r, p->seed, 4);
     double sd = spread / sqrt((double)p->dim);
     int32_t d32 = (int32_t)p->dim;
+    uint32_t step = p->n_items / 100 + 1;
     for (uint32_t i = 0; i < p->n_items; i++) {
+        if (p->progress && i % step == 0)
+            p->progress(p->progress_ctx, "vectors", i, p->n_items);
         const float *c = centres + (size_t)cluster[i] * p->dim;
         double norm = 0;
         for (uint32_t k = 0; k < p->dim; k++) {
@@ -225,8 +265,12 @@ int idx_synth(const idx_synth_params *in, idx_synth_stats *stats, rp_error *err)
     uint16_t *cats = malloc((size_t)N * 2 * sizeof *cats);
     uint32_t *cl_off = calloc((size_t)K + 1, sizeof *cl_off);
     uint32_t *cl_items = malloc((size_t)N * sizeof *cl_items);
-    double *cl_cum = malloc((size_t)N * sizeof *cl_cum);
-    double *glob_cum = malloc((size_t)N * sizeof *glob_cum);
+    double *pw = malloc((size_t)N * sizeof *pw); /* popularity weights, in cl_items order */
+    float *cl_prob = malloc((size_t)N * sizeof *cl_prob);
+    uint32_t *cl_alias = malloc((size_t)N * sizeof *cl_alias);
+    float *g_prob = malloc((size_t)N * sizeof *g_prob);
+    uint32_t *g_alias = malloc((size_t)N * sizeof *g_alias);
+    uint32_t *work = malloc((size_t)N * sizeof *work);
     uint64_t *user_ids = malloc((size_t)U * sizeof *user_ids);
     uint64_t *user_off = malloc(((size_t)U + 1) * sizeof *user_off);
     uint64_t *item_ids = malloc((size_t)N * sizeof *item_ids);
@@ -242,7 +286,7 @@ int idx_synth(const idx_synth_params *in, idx_synth_stats *stats, rp_error *err)
     uint64_t *counts = NULL;
     size_t nev = 0, ev_cap = 0;
     if (!centres || !cw || !cluster || !created || !rank || !cat_off || !cats || !cl_off ||
-        !cl_items || !cl_cum || !glob_cum || !user_ids || !user_off || !item_ids || !in_cat ||
+        !cl_items || !pw || !cl_prob || !cl_alias || !g_prob || !g_alias || !work || !user_ids || !user_off || !item_ids || !in_cat ||
         !tag_off || !titles || !title_blob || !cat_names || !cat_blob)
         goto oom;
 
@@ -307,17 +351,12 @@ int idx_synth(const idx_synth_params *in, idx_synth_stats *stats, rp_error *err)
         for (uint32_t i = 0; i < N; i++) cl_items[fill[cluster[i]]++] = i;
         free(fill);
     }
-    double acc = 0;
-    for (uint32_t i = 0; i < N; i++) {
-        acc += pow((double)rank[i] + 1, -p.zipf);
-        glob_cum[i] = acc;
-    }
+    for (uint32_t i = 0; i < N; i++) pw[i] = pow((double)rank[i] + 1, -p.zipf);
+    alias_build(pw, N, g_prob, g_alias, work);
+    for (uint32_t j = 0; j < N; j++) pw[j] = pow((double)rank[cl_items[j]] + 1, -p.zipf);
     for (uint32_t k = 0; k < K; k++) {
-        double a = 0;
-        for (uint32_t j = cl_off[k]; j < cl_off[k + 1]; j++) {
-            a += pow((double)rank[cl_items[j]] + 1, -p.zipf);
-            cl_cum[j] = a;
-        }
+        uint32_t lo = cl_off[k], hi = cl_off[k + 1];
+        if (lo < hi) alias_build(pw + lo, hi - lo, cl_prob + lo, cl_alias + lo, work);
     }
 
     /* users */
@@ -329,7 +368,9 @@ int idx_synth(const idx_synth_params *in, idx_synth_stats *stats, rp_error *err)
     uev = malloc((size_t)cap * sizeof *uev);
     seen = malloc(seen_cap * sizeof *seen);
     if (!uev || !seen) goto oom;
+    uint32_t ustep = U / 100 + 1;
     for (uint32_t u = 0; u < U; u++) {
+        if (p.progress && u % ustep == 0) p.progress(p.progress_ctx, "users", u, U);
         user_ids[u] = (uint64_t)u + 1;
         user_off[u] = nev;
         double m = p.events_per_user - 5;
@@ -349,9 +390,9 @@ int idx_synth(const idx_synth_params *in, idx_synth_stats *stats, rp_error *err)
                 uint32_t k = pref[below(&r, np)];
                 uint32_t lo = cl_off[k], hi = cl_off[k + 1];
                 if (unif(&r) < p.pref_share && lo < hi) {
-                    item = cl_items[pick(cl_cum, lo, hi, unif(&r) * cl_cum[hi - 1])];
+                    item = cl_items[lo + alias_draw(&r, cl_prob + lo, cl_alias + lo, hi - lo)];
                 } else {
-                    item = pick(glob_cum, 0, N, unif(&r) * glob_cum[N - 1]);
+                    item = alias_draw(&r, g_prob, g_alias, N);
                 }
                 size_t h = ((uint64_t)item * 0x9e3779b97f4a7c15ull >> 20) & mask;
                 bool dup = false;
@@ -457,8 +498,12 @@ cleanup:
     free(cats);
     free(cl_off);
     free(cl_items);
-    free(cl_cum);
-    free(glob_cum);
+    free(pw);
+    free(cl_prob);
+    free(cl_alias);
+    free(g_prob);
+    free(g_alias);
+    free(work);
     free(user_ids);
     free(user_off);
     free(item_ids);

@@ -48,6 +48,10 @@ typedef struct idx_synth_params {
     int64_t t_start, t_end;  /* time span (Unix seconds); both 0 = 2015-01-01 .. 2020-01-01 */
     const char *out;         /* DATA_DIR to create */
     bool force;              /* replace an existing out */
+    /* Called now and then with the phase ("users", "vectors") and its progress; may be
+     * NULL. Does not change the output. */
+    void (*progress)(void *ctx, const char *phase, uint64_t done, uint64_t total);
+    void *progress_ctx;
 } idx_synth_params;
 
 typedef struct idx_synth_stats {
