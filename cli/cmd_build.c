@@ -19,6 +19,8 @@
 
 /* Users whose vectors tune the index (a fixed, evenly spread sample). */
 #define BUILD_TUNE_USERS 1000
+/* Largest evaluation `build --holdout` records by itself (test users × items × k). */
+#define BUILD_EVAL_MAX_FLOPS 4e9
 
 static void train_progress(void *ctx, uint32_t sweep, uint32_t sweeps, double elapsed)
 {
@@ -271,6 +273,16 @@ int cmd_build(int argc, char **argv)
     if ((rc = idx_builder_set_training_json(b, json_object_to_json_string_ext(training, JSON_C_TO_STRING_PLAIN), &err))) {
         exit_code = cli_fail("build: manifest", &err);
         goto done;
+    }
+    /* The recorded evaluation scores every item for every test user; past this many
+     * multiply-adds it would take longer than the build itself. */
+    double eval_cost = (double)ds->n_items * (split ? split->test_users : 0) * model->k;
+    if (holdout && do_eval && eval_cost > BUILD_EVAL_MAX_FLOPS) {
+        fprintf(stderr,
+                "build: hold-out evaluation skipped (%u test users x %u items is large; run "
+                "`recpipe eval`)\n",
+                split->test_users, ds->n_items);
+        do_eval = false;
     }
     if (holdout && do_eval) {
         evaluation = build_evaluation(ds, split, model, use_value, &err);
