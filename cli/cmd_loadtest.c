@@ -20,13 +20,13 @@ static void on_sigint(int sig)
 static void show_progress(void *user, const lt_progress *p)
 {
     (void)user;
-    fprintf(stderr,
-            "\r%s %5.1f/%.0f s  sent %llu  done %llu  errors %llu  in flight %u  last second "
-            "%.0f/s p99 %.3f ms   ",
+    fprintf(stderr, "\r\033[K%s %5.1f/%.0f s  sent %llu  done %llu  errors %llu  in flight %u",
             p->warmup ? "warmup" : "run   ", p->elapsed_s, p->total_s,
             (unsigned long long)p->sent, (unsigned long long)p->completed,
-            (unsigned long long)p->errors, p->in_flight, p->last_rate,
-            (double)p->last_p99_ns / 1e6);
+            (unsigned long long)p->errors, p->in_flight);
+    if (p->elapsed_s >= 2)
+        fprintf(stderr, "  last second %.0f/s p99 %.3f ms", p->last_rate,
+                (double)p->last_p99_ns / 1e6);
     fflush(stderr);
 }
 

@@ -650,7 +650,18 @@ int lt_run(const lt_config *cfg, lt_result **out, rp_error *err)
         if (w->max_in_flight > res->max_in_flight_seen) res->max_in_flight_seen = w->max_in_flight;
     }
     if (rc) goto done;
-    res->achieved_rate = (double)res->measured / cfg->duration_s;
+    /* Interrupted runs measured a shorter window than asked for. */
+    double window = cfg->duration_s;
+    if (cfg->stop && *cfg->stop) {
+        res->interrupted = true;
+        uint64_t last = 0;
+        for (uint32_t i = 0; i < cfg->threads; i++)
+            if (ws[i]->stop_sending_at > last) last = ws[i]->stop_sending_at;
+        double w = ((double)last - (double)r.warm_end_ns) / 1e9;
+        if (w < window) window = w > 0.001 ? w : 0.001;
+    }
+    res->window_s = window;
+    res->achieved_rate = (double)res->measured / window;
     size_t n = r.cap_seconds;
     while (n > 0 && r.seconds[n - 1].completed == 0) n--;
     for (size_t s = 0; s < n; s++) r.seconds[s].warmup = (double)s < cfg->warmup_s;

@@ -40,6 +40,9 @@ static void describe(FILE *f, const lt_result *r)
 void lt_report_text(FILE *f, const lt_result *r)
 {
     describe(f, r);
+    if (r->interrupted)
+        fprintf(f, "  interrupted after %.1f s of the measured window: figures cover that part\n",
+                r->window_s);
     fprintf(f, "  calls     %llu measured, %llu sent in all (warmup included)",
             (unsigned long long)r->measured, (unsigned long long)r->sent);
     if (r->unsent) fprintf(f, ", %llu never sent", (unsigned long long)r->unsent);
@@ -141,6 +144,8 @@ json_object *lt_report_json_object(const lt_result *r, const lt_find_result *fm)
     json_object_object_add(sum, "completed", json_object_new_int64((int64_t)r->completed));
     json_object_object_add(sum, "unsent", json_object_new_int64((int64_t)r->unsent));
     json_object_object_add(sum, "achieved_rate", json_object_new_double(r->achieved_rate));
+    json_object_object_add(sum, "window_s", json_object_new_double(r->window_s));
+    json_object_object_add(sum, "interrupted", json_object_new_boolean(r->interrupted));
     json_object_object_add(sum, "max_in_flight", json_object_new_int64(r->max_in_flight_seen));
     json_object_object_add(sum, "late_sends", json_object_new_int64((int64_t)r->late_sends));
     json_object_object_add(sum, "max_send_lag_ms", json_object_new_double(ms(r->max_send_lag_ns)));

@@ -158,7 +158,13 @@ static void draw_timeline(FILE *f, const lt_result *r)
         if (min_p99 == 0 || p < min_p99) min_p99 = p;
         if (p > max_p99) max_p99 = p;
     }
-    max_rate *= 1.1;
+    /* A round top for the rate axis: 1, 2 or 5 times a power of ten per tick. */
+    double raw = max_rate * 1.05 / 5, mag = pow(10, floor(log10(raw))), tick;
+    if (raw <= mag) tick = mag;
+    else if (raw <= 2 * mag) tick = 2 * mag;
+    else if (raw <= 5 * mag) tick = 5 * mag;
+    else tick = 10 * mag;
+    max_rate = tick * 5;
     logaxis ax;
     logaxis_fit(&ax, min_p99, max_p99, T_TOP, T_BOT);
     double span = n > 1 ? (double)n : 1;
@@ -181,7 +187,7 @@ static void draw_timeline(FILE *f, const lt_result *r)
     /* Left axis: rate, 5 ticks. */
     for (int i = 0; i <= 5; i++) {
         double v = max_rate * i / 5;
-        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\" class=\"tick ratel\">%.0f/s</text>\n",
+        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\" class=\"tick ratel\">%g/s</text>\n",
                 PX0 - 6, RY(v) + 4, v);
     }
     /* Right axis: p99, log. */

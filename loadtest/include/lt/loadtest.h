@@ -99,7 +99,9 @@ typedef struct lt_result {
     uint64_t late_sends;
     uint64_t max_send_lag_ns;
     double elapsed_s;            /* wall time of the whole run, drain included */
-    double achieved_rate;        /* measured completions / duration_s */
+    double achieved_rate;        /* measured completions / window_s */
+    double window_s;             /* the measured window: duration_s unless interrupted */
+    bool interrupted;            /* the stop flag ended the run early */
     double start_wall_s;         /* Unix time of the start */
     lt_second *seconds;          /* per-second timeline from the start, warmup included */
     size_t nseconds;
