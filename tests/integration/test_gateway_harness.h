@@ -27,7 +27,7 @@
 #include "rp/rpc.h"
 
 /* With TH_TRACE set in the environment, harness steps are printed with timestamps. */
-static void th_trace(const char *what, const char *detail)
+static inline void th_trace(const char *what, const char *detail)
 {
     static uint64_t t0;
     if (!getenv("TH_TRACE")) return;
@@ -35,13 +35,13 @@ static void th_trace(const char *what, const char *detail)
     fprintf(stderr, "[%7.3fs] %s %s\n", (double)(rp_now_ns() - t0) / 1e9, what, detail ? detail : "");
 }
 
-static const char *th_bin(void)
+static inline const char *th_bin(void)
 {
     const char *b = getenv("RECPIPE_BIN");
     return b ? b : "./recpipe";
 }
 
-static char *th_tmpdir(const char *tag)
+static inline char *th_tmpdir(const char *tag)
 {
     char *d = malloc(256);
     snprintf(d, 256, "/tmp/rp-%s-XXXXXX", tag);
@@ -52,7 +52,7 @@ static char *th_tmpdir(const char *tag)
     return d;
 }
 
-static void th_rmtree(const char *d)
+static inline void th_rmtree(const char *d)
 {
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
@@ -60,7 +60,7 @@ static void th_rmtree(const char *d)
 }
 
 /* A loopback port nobody listens on right now. */
-static int th_free_port(void)
+static inline int th_free_port(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -76,7 +76,7 @@ static int th_free_port(void)
 
 /* Starts `recpipe argv...` with stdout and stderr appended to log. The child dies with
  * the test (PR_SET_PDEATHSIG). Returns the pid. */
-static pid_t th_spawn(const char *const *argv, const char *log)
+static inline pid_t th_spawn(const char *const *argv, const char *log)
 {
     pid_t pid = fork();
     if (pid < 0) {
@@ -105,7 +105,7 @@ static pid_t th_spawn(const char *const *argv, const char *log)
 /* Health status of target: 1 SERVING, 2 NOT_SERVING, 0 no answer. Each probe uses a
  * fresh client with its own connection: a channel that failed to connect waits out
  * gRPC's reconnect backoff (seconds) before it tries again. */
-static int th_health(rp_client *shared, const char *target)
+static inline int th_health(rp_client *shared, const char *target)
 {
     (void)shared;
     rp_arena *a;
@@ -128,7 +128,7 @@ static int th_health(rp_client *shared, const char *target)
 
 /* Waits until target reports SERVING, or pid exits, or timeout_s passes. Returns 1 when
  * serving. */
-static int th_wait_serving(rp_client *c, const char *target, pid_t pid, double timeout_s)
+static inline int th_wait_serving(rp_client *c, const char *target, pid_t pid, double timeout_s)
 {
     uint64_t end = rp_now_ns() + (uint64_t)(timeout_s * 1e9);
     th_trace("wait", target);
@@ -148,7 +148,7 @@ static int th_wait_serving(rp_client *c, const char *target, pid_t pid, double t
 
 /* Sends sig and waits up to 10 s for the exit; SIGKILL after that. Returns the wait
  * status. */
-static int th_stop(pid_t pid, int sig)
+static inline int th_stop(pid_t pid, int sig)
 {
     int status = 0;
     if (pid <= 0) return 0;
@@ -166,7 +166,7 @@ static int th_stop(pid_t pid, int sig)
     return status;
 }
 
-static void th_dump_log(const char *log)
+static inline void th_dump_log(const char *log)
 {
     char cmd[600];
     snprintf(cmd, sizeof cmd, "tail -n 30 '%s' >&2", log);
@@ -180,15 +180,15 @@ static void th_dump_log(const char *log)
 #define TH_PER_GENRE 40
 #define TH_DIM 16
 
-static const char *th_genre_names[TH_GENRES] = {"Action", "Animation", "Comedy",
+static const char *const th_genre_names[TH_GENRES] __attribute__((unused)) = {"Action", "Animation", "Comedy",
                                                 "Drama",  "Horror",    "Romance"};
 
-static uint64_t th_item(int g, int i)
+static inline uint64_t th_item(int g, int i)
 {
     return 1000ull * (uint64_t)(g + 1) + (uint64_t)i;
 }
 
-static int th_build_bundle(const char *path, uint32_t shards, rp_error *err)
+static inline int th_build_bundle(const char *path, uint32_t shards, rp_error *err)
 {
     idx_builder *b;
     int rc = idx_builder_create(path, TH_DIM, IDX_METRIC_IP, &b, err);
