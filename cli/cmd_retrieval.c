@@ -16,8 +16,6 @@
 #include "rp/threads.h"
 
 #include <errno.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -49,7 +47,7 @@ int cmd_retrieval(int argc, char **argv)
 {
     const char *listen = NULL, *log_level = NULL, *port_file = NULL, *bundle = NULL;
     int64_t threads = 0, max_bytes = 0, shard = 0, exact_max = 0, max_widen = 0;
-    double grace = 0, overfetch = 0, wide = 0, pop_half_life = 0;
+    double grace = 0, overfetch = 0, wide = 0, pop_half_life = 0, content_q = 0;
     const rp_opt opts[] = {
         {"bundle", RP_OPT_STR, &bundle, NULL, 0, 0,
          "bundle directory to serve (may be a symlink; SIGHUP re-reads it)", false},
@@ -67,6 +65,9 @@ int cmd_retrieval(int argc, char **argv)
         {"wide-factor", RP_OPT_DOUBLE, &wide, "2", 0, 64,
          "over-fetching searches use a second index copy with nprobe/efSearch x this (<= 1: off)",
          false},
+        {"content-quantile", RP_OPT_DOUBLE, &content_q, "1", 0.01, 1,
+         "upserts without an embedding get their categories' direction with this quantile of "
+         "their items' lengths (1 = the longest)", false},
         {"popular-half-life", RP_OPT_DOUBLE, &pop_half_life, "0", 0, 36500,
          "days: popularity decays with the bundle's age (0 = no decay)", false},
         {"max-message-bytes", RP_OPT_INT, &max_bytes, "4194304", 1024, 2147483647,
@@ -94,13 +95,6 @@ int cmd_retrieval(int argc, char **argv)
     }
     rp_log_set_level(lvl);
     rp_compute_threads(1);
-    /* SIGHUP is taken by the service's own thread (sigwait): block it everywhere
-     * before any thread exists, so every thread inherits the mask. */
-    sigset_t hup;
-    sigemptyset(&hup);
-    sigaddset(&hup, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &hup, NULL);
-
     rp_error err = {0};
     ret_service *svc = NULL;
     const rp_method *methods = no_bundle_methods;
@@ -109,7 +103,8 @@ int cmd_retrieval(int argc, char **argv)
         ret_service_opts so = {.bundle_path = bundle, .shard = (uint32_t)shard,
                                .search = {(uint32_t)exact_max, (float)overfetch, (uint32_t)max_widen,
                                           pop_half_life},
-                               .wide_factor = wide <= 1 ? -1.0f : (float)wide};
+                               .wide_factor = wide <= 1 ? -1.0f : (float)wide,
+                               .content_quantile = content_q};
         if ((rc = ret_service_create(&so, &svc, &err)) != RP_OK) return cli_fail("retrieval", &err);
         methods = ret_service_methods(svc, &nmethods);
     }

@@ -26,3 +26,14 @@ add_rp_test(test_ret_filter TIMEOUT 60
   SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/retrieval/test_filter.c LIBS rp_retrieval rp_proto)
 add_rp_test(test_ret_filter_recall TIMEOUT 300
   SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/retrieval/test_filter_recall.c LIBS rp_retrieval rp_proto)
+
+# Integration: real `recpipe retrieval` processes over real bundles (tests/integration).
+add_rp_test(test_retrieval TIMEOUT 300
+  SOURCES ${PROJECT_SOURCE_DIR}/tests/integration/test_retrieval.c
+  LIBS rp_testhelpers rp_index rp_common rp_proto)
+add_dependencies(test_retrieval recpipe)
+
+# bench/retrieval: Retrieve over gRPC against in-process searches (bench/retrieval/run.sh).
+add_executable(bench_retrieval ${PROJECT_SOURCE_DIR}/bench/retrieval/bench_retrieval.c)
+target_link_libraries(bench_retrieval PRIVATE rp_index rp_common rp_proto)
+set_target_properties(bench_retrieval PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/bench)

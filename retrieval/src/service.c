@@ -10,6 +10,7 @@
 #include "rp/clock.h"
 #include "rp/log.h"
 
+#include <errno.h>
 #include <json-c/json.h>
 #include <malloc.h>
 #include <math.h>
@@ -17,6 +18,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ---- loading a bundle ------------------------------------------------------------ */
 
@@ -169,8 +171,8 @@ static int ann_search(void *ctx, const float *q, uint32_t k, float effort, uint3
     return rc;
 }
 
-static int bundle_load(const char *path, uint32_t shard, float content_lambda, float wide_factor,
-                       ret__bundle **out, rp_error *err)
+static int bundle_load(const char *path, uint32_t shard, float content_lambda,
+                       double content_quantile, float wide_factor, ret__bundle **out, rp_error *err)
 {
     *out = NULL;
     ret__bundle *rb = calloc(1, sizeof *rb);
@@ -288,7 +290,7 @@ static int bundle_load(const char *path, uint32_t shard, float content_lambda, f
             }
     }
     rp_error cerr;
-    if (ret_content_fit(rb->cat, content_lambda, &rb->content, &cerr))
+    if (ret_content_fit(rb->cat, content_lambda, content_quantile, &rb->content, &cerr))
         rp_warn("retrieval", "bundle %s: no content model (%s); upserts need an embedding", path,
                 rp_error_text(&cerr));
     /* Warm: a few real searches page the index and the catalogue in before any
@@ -343,6 +345,7 @@ struct ret_service {
     ret_search_opts search;
     float content_lambda;
     float wide_factor;
+    double content_quantile;
     atomic_ulong reloads;
     rp_method methods[4];
     pthread_t sighup;
@@ -402,7 +405,7 @@ int ret_service_reload(ret_service *s, const char *path, char *prev, char *now, 
     uint64_t t0 = rp_now_ns();
     pthread_mutex_lock(&s->admin_mu);
     ret__bundle *rb;
-    int rc = bundle_load(path, s->shard, s->content_lambda, s->wide_factor, &rb, err);
+    int rc = bundle_load(path, s->shard, s->content_lambda, s->content_quantile, s->wide_factor, &rb, err);
     if (rc) {
         pthread_mutex_unlock(&s->admin_mu);
         rp_warn("retrieval", "reload of %s refused: %s; the old bundle keeps serving", path,
@@ -678,6 +681,7 @@ int ret_service_create(const ret_service_opts *opts, ret_service **out, rp_error
     if (s->search.overfetch <= 0) s->search.overfetch = def.overfetch;
     s->content_lambda = opts->content_lambda > 0 ? opts->content_lambda : 1.0f;
     s->wide_factor = opts->wide_factor == 0 ? 2.0f : opts->wide_factor;
+    s->content_quantile = opts->content_quantile > 0 && opts->content_quantile <= 1 ? opts->content_quantile : 1.0;
     s->methods[0] = (rp_method){"/recpipe.v1.Retrieval/Retrieve", &recpipe__v1__retrieve_request__descriptor,
                                 &recpipe__v1__retrieve_response__descriptor, h_retrieve, s};
     s->methods[1] = (rp_method){"/recpipe.v1.Admin/Reload", &recpipe__v1__reload_request__descriptor,
@@ -687,7 +691,7 @@ int ret_service_create(const ret_service_opts *opts, ret_service **out, rp_error
     s->methods[3] = (rp_method){"/recpipe.v1.Admin/DeleteItems", &recpipe__v1__delete_items_request__descriptor,
                                 &recpipe__v1__delete_items_response__descriptor, h_delete, s};
     ret__bundle *rb;
-    int rc = bundle_load(s->start_path, s->shard, s->content_lambda, s->wide_factor, &rb, err);
+    int rc = bundle_load(s->start_path, s->shard, s->content_lambda, s->content_quantile, s->wide_factor, &rb, err);
     if (rc) goto fail;
     ret_side *side;
     rc = ret_side_new(rb->cat->dim, &side, err);
@@ -706,16 +710,28 @@ fail:
     return rc;
 }
 
+/* SIGHUP may land on any thread (OpenBLAS starts its threads before main can block
+ * anything), so the handler only writes a byte to a pipe that the reload thread reads. */
+static int hup_pipe[2] = {-1, -1};
+
+static void on_sighup(int sig)
+{
+    int saved = errno;
+    unsigned char b = (unsigned char)sig;
+    if (write(hup_pipe[1], &b, 1) < 0) {
+        /* Nothing to do from a signal handler. */
+    }
+    errno = saved;
+}
+
 static void *sighup_main(void *arg)
 {
     ret_service *s = arg;
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGHUP);
     for (;;) {
-        int sig;
-        if (sigwait(&set, &sig) != 0) continue;
-        if (atomic_load(&s->stopping)) break;
+        unsigned char b;
+        ssize_t r = read(hup_pipe[0], &b, 1);
+        if (r < 0 && errno == EINTR) continue;
+        if (r != 1 || atomic_load(&s->stopping)) break;
         rp_error err;
         rp_info("retrieval", "SIGHUP: reloading %s", s->start_path);
         if (ret_service_reload(s, NULL, NULL, NULL, NULL, &err) != RP_OK)
@@ -727,8 +743,16 @@ static void *sighup_main(void *arg)
 int ret_service_watch_sighup(ret_service *s, rp_error *err)
 {
     if (s->sighup_running) return RP_OK;
+    if (hup_pipe[0] < 0 && pipe(hup_pipe) != 0)
+        return rp_errorf(err, RP_EIO, "SIGHUP pipe: %s", strerror(errno));
     if (pthread_create(&s->sighup, NULL, sighup_main, s) != 0)
         return rp_errorf(err, RP_EINTERNAL, "cannot start the SIGHUP thread");
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sighup;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGHUP, &sa, NULL);
     s->sighup_running = true;
     return RP_OK;
 }
@@ -737,8 +761,10 @@ void ret_service_destroy(ret_service *s)
 {
     if (!s) return;
     if (s->sighup_running) {
+        signal(SIGHUP, SIG_IGN);
         atomic_store(&s->stopping, true);
-        pthread_kill(s->sighup, SIGHUP);
+        unsigned char b = 0;
+        if (write(hup_pipe[1], &b, 1) != 1) pthread_cancel(s->sighup);
         pthread_join(s->sighup, NULL);
     }
     state_unref(s->cur);

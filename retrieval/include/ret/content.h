@@ -18,15 +18,19 @@ typedef struct ret_content ret_content;
 #define RET_CONTENT_MAX_CATEGORIES 1024u
 
 /*
+ * quantile (0..1, e.g. 0.95) sets the length of predicted vectors: that quantile of
+ * the lengths of the catalog's items in the same categories (see ret_content_embed).
  * Fits W minimising |XW − Y|² + lambda |W|² over the catalog's items (X: bias + one-hot
  * categories, Y: item vectors) by a Cholesky solve of (XᵀX + λI) W = XᵀY. RP_EINVAL
  * when the catalog has no categories or more than RET_CONTENT_MAX_CATEGORIES; RP_ENOMEM.
  * *out is owned by the caller (ret_content_free).
  */
-int ret_content_fit(const ret_catalog *c, float lambda, ret_content **out, rp_error *err);
+int ret_content_fit(const ret_catalog *c, float lambda, double quantile, ret_content **out,
+                    rp_error *err);
 void ret_content_free(ret_content *m);
 /* The embedding for an item with these category indices (of the fitted catalog) into
- * out (dim floats). Cannot fail; no categories gives the bias row (the mean item). */
+ * out (dim floats): the regression's direction, scaled to the mean over its categories
+ * of the fitted length quantile. Cannot fail; no categories gives the mean item. */
 void ret_content_embed(const ret_content *m, const uint16_t *cats, uint32_t n, float *out);
 
 #endif

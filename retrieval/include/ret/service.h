@@ -27,6 +27,10 @@ typedef struct ret_service_opts {
     uint32_t shard;              /* the shard to serve (0 for an unsharded bundle) */
     ret_search_opts search;      /* RET_SEARCH_OPTS_DEFAULT when zeroed */
     float content_lambda;        /* ridge λ of the content model; 0 = 1.0 */
+    /* Length of content embeddings: this quantile of the lengths of the items in the same
+     * categories; 0 = 1.0 (the longest: new items compete with the strongest items of
+     * their categories until they have interactions). */
+    double content_quantile;
     /* Over-fetching (filtered) searches use a second copy of the index with its search
      * parameter (nprobe, efSearch) times this; 0 = 2, <= 1 = no second copy. */
     float wide_factor;
@@ -51,8 +55,8 @@ void ret_service_status_hook(void *user, struct Recpipe__V1__StatusResponse *res
 int ret_service_reload(ret_service *s, const char *path, char *prev, char *now, double *seconds,
                        rp_error *err);
 
-/* Starts a thread that reloads on SIGHUP. The caller must have blocked SIGHUP in every
- * thread (pthread_sigmask before starting any thread). Stopped by ret_service_destroy. */
+/* Installs a SIGHUP handler (process-wide; one service per process) and starts a thread
+ * that reloads the start path on each SIGHUP. Stopped by ret_service_destroy. */
 int ret_service_watch_sighup(ret_service *s, rp_error *err);
 
 /* The version of the bundle being served (copied into buf of cap bytes). */
