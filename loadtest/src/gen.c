@@ -535,7 +535,8 @@ int lt_run(const lt_config *cfg, lt_result **out, rp_error *err)
     lt_result *res = calloc(1, sizeof *res);
     uint32_t started = 0;
     double total_s = cfg->warmup_s + cfg->duration_s;
-    r.cap_seconds = (size_t)ceil(total_s) + cfg->deadline_ms / 1000 + 6;
+    /* The run, then at most two drain periods (late sends, then in-flight calls). */
+    r.cap_seconds = (size_t)ceil(total_s) + 2 * (cfg->deadline_ms / 1000) + 8;
     r.seconds = calloc(r.cap_seconds, sizeof *r.seconds);
     r.nch = cfg->connections;
     r.ch = calloc(r.nch, sizeof *r.ch);
