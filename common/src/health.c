@@ -137,8 +137,9 @@ static void on_sent(rp__tag *t, bool ok)
     grpc_byte_buffer_destroy(w->bb);
     w->bb = NULL;
     if (ok) {
+        /* A change that came while this message was in flight goes out before the end. */
+        send_current(w);
         if (w->finishing) finish(w);
-        else send_current(w);
     }
     maybe_free(w);
     pthread_mutex_unlock(&s->mu);

@@ -683,8 +683,10 @@ int rp_server_stop(rp_server *s, double grace_s)
                     st.in_flight);
             s->stop_rc = RP_ETIMEDOUT;
         }
-        /* Every call is answered (or the grace is over): close the connections now rather
-         * than wait for idle clients to hang up. */
+        /* Every call is answered (or the grace is over). Clients were sent GOAWAY; give
+         * them a moment to read their last answers and hang up, then close what is left
+         * (idle clients may otherwise hold the stop for seconds). */
+        if (s->stop_rc == RP_OK) wait_shutdown(s, 1.0);
         grpc_server_cancel_all_calls(s->server);
         if (!wait_shutdown(s, 30.0))
             rp_errlog("rpc", "calls still not finished 30 s after cancelling them");
