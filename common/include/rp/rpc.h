@@ -3,9 +3,12 @@
  *
  * SERVER. A service describes its unary methods in a table (full path, protobuf-c
  * request and response descriptors, handler, user data) and gets:
- *   - N worker threads (default: the number of cores), each driving its own completion
- *     queue; a handler runs on the worker thread that received the call and may block
- *     (it then holds that worker: size --threads for blocking services);
+ *   - N worker threads (default: the number of cores) driving one shared completion
+ *     queue with request slots posted for every method; a handler runs on whichever
+ *     worker took the call and may block (it then holds that worker, and calls queue
+ *     for the others: size `threads` for services whose handlers wait on I/O, such as
+ *     the gateway's fan-out). One queue rather than one per worker, so that no call
+ *     waits behind a slow handler while another worker is idle;
  *   - grpc.health.v1.Health/Check and Watch, NOT_SERVING until rp_server_set_serving;
  *   - recpipe.v1.Admin/Status filled by the layer (service, version, serving, uptime,
  *     call counters) plus an optional hook for the rest; Admin/Reload, UpsertItems and
@@ -17,8 +20,15 @@
  *     passed while they waited for a worker;
  *   - one JSON access-log line per call (rp/log.h, component "rpc": request id, method,
  *     status, latency) at level info;
- *   - graceful stop: stop accepting, let in-flight calls finish within a grace period,
- *     cancel the rest (rp_server_stop, rp_server_run_until_signal).
+ *   - graceful stop: report NOT_SERVING, stop accepting, let every call already
+ *     received finish within a grace period, cancel the rest (rp_server_stop,
+ *     rp_server_run_until_signal). Calls that reached the server but no worker before
+ *     the stop are answered too; calls arriving after it get UNAVAILABLE (safe to retry
+ *     elsewhere).
+ *
+ * THREADING. rp_server_set_serving, rp_server_get_stats and the rp_client functions are
+ * thread-safe; rp_server_stop/destroy are called once, from one thread, never from a
+ * handler. An rp_call and an rp_async belong to one thread at a time.
  *
  * CLIENT. rp_client keeps one channel per address and reuses it; a target may list
  * several comma-separated addresses, used round robin. rp_client_unary is a blocking
@@ -141,7 +151,7 @@ bool rp_server_serving(const rp_server *s);
 typedef struct rp_server_stats {
     uint64_t calls_total;  /* finished calls, built-ins included */
     uint64_t calls_failed; /* finished with a status other than OK */
-    uint32_t in_flight;    /* calls received and not yet finished */
+    uint32_t in_flight;    /* calls taken by a worker and not yet finished */
     double uptime_s;
 } rp_server_stats;
 void rp_server_get_stats(const rp_server *s, rp_server_stats *out);
