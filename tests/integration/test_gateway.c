@@ -611,6 +611,83 @@ static void test_realtime_feedback_moves_toward_genre(void **state)
     rp_arena_destroy(a);
 }
 
+static void test_late_shard_is_cut_at_its_deadline_share(void **state)
+{
+    (void)state;
+    SKIP_WITHOUT_RETRIEVAL();
+    rp_arena *a;
+    rp_arena_create(0, &a);
+    const uint64_t user = 6006;
+    Recpipe__V1__FeedbackEvent ev[3];
+    for (int i = 0; i < 3; i++) ev[i] = fev(user, th_item(2, i), 2);
+    feedback_ok(a, ev, 3);
+    Recpipe__V1__RecommendRequest r = RECPIPE__V1__RECOMMEND_REQUEST__INIT;
+    r.user_id = user;
+    r.count = 5;
+    /* Shard 1 stops answering (SIGSTOP: the connection stays open, nothing comes back). */
+    kill(E.shard[1], SIGSTOP);
+    call_out o;
+    Recpipe__V1__RecommendResponse *resp = recommend(a, &r, 400, &o);
+    kill(E.shard[1], SIGCONT);
+    if (o.rc != RP_OK) fail_msg("Recommend: %s %s", rp_grpc_status_name(o.st.code), o.st.msg);
+    assert_true(has_flag(resp, RECPIPE__V1__DEGRADATION__DEGRADATION_SHARD_PARTIAL));
+    assert_int_equal(resp->n_items, 5);
+    /* The shards get half of the 400 ms; the answer comes well before the deadline. */
+    fprintf(stderr, "late shard: answered in %llu us (deadline 400 ms)\n", (unsigned long long)o.us);
+    assert_true(o.us < 380000);
+    assert_true(resp->timings->retrieval_us >= 150000);
+    rp_arena_destroy(a);
+}
+
+static void test_full_state_map_is_resource_exhausted_and_atomic(void **state)
+{
+    (void)state;
+    rp_arena *a;
+    rp_arena_create(0, &a);
+    /* A second gateway whose user state may hold 1 MiB. */
+    char dir[400], addr[64], log[400];
+    snprintf(dir, sizeof dir, "%s/small-state", E.dir);
+    snprintf(log, sizeof log, "%s/small.log", E.dir);
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", th_free_port());
+    const char *argv[] = {"gateway", "--listen", addr, "--bundle", E.bundle, "--state", dir,
+                          "--state-map-size", "1", "--log-level", "error", NULL};
+    pid_t gw = th_spawn(argv, log);
+    if (!th_wait_serving(E.client, addr, gw, 20)) {
+        th_dump_log(log);
+        fail_msg("small gateway did not start");
+    }
+    char saved[64];
+    snprintf(saved, sizeof saved, "%s", E.gw_addr);
+    snprintf(E.gw_addr, sizeof E.gw_addr, "%s", addr);
+    static Recpipe__V1__FeedbackEvent ev[1000];
+    int rc = RP_OK, batches = 0;
+    uint64_t user = 100000;
+    rp_status st;
+    while (rc == RP_OK && batches < 200) {
+        for (int i = 0; i < 1000; i++) ev[i] = fev(user + (uint64_t)i, th_item(i % TH_GENRES, i % 40), 1);
+        rc = feedback(a, ev, 1000, NULL, &st);
+        if (rc == RP_OK) {
+            user += 1000;
+            batches++;
+        }
+    }
+    assert_int_equal(st.code, RP_GRPC_RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(st.msg, "MDB_MAP_FULL"));
+    assert_true(batches > 0);
+    /* Nothing of the refused batch is there; the last accepted one is. */
+    Recpipe__V1__ForgetUserResponse *f = forget(a, user, &rc);
+    assert_int_equal(rc, RP_OK);
+    assert_false(f->existed);
+    f = forget(a, user + 999, &rc);
+    assert_false(f->existed);
+    f = forget(a, user - 1, &rc);
+    assert_int_equal(rc, RP_OK);
+    assert_true(f->existed);
+    snprintf(E.gw_addr, sizeof E.gw_addr, "%s", saved);
+    th_stop(gw, SIGTERM);
+    rp_arena_destroy(a);
+}
+
 static void test_ranking_down_serves_retrieval_order(void **state)
 {
     (void)state;
@@ -689,6 +766,8 @@ int main(void)
         cmocka_unit_test(test_fields_are_honoured),
         cmocka_unit_test(test_cache_hit_skips_downstream_and_feedback_invalidates),
         cmocka_unit_test(test_realtime_feedback_moves_toward_genre),
+        cmocka_unit_test(test_late_shard_is_cut_at_its_deadline_share),
+        cmocka_unit_test(test_full_state_map_is_resource_exhausted_and_atomic),
         cmocka_unit_test(test_ranking_down_serves_retrieval_order),
         cmocka_unit_test(test_one_shard_down_merges_the_rest),
     };
