@@ -24,6 +24,12 @@ add_rp_test(test_ret_sources TIMEOUT 120
   SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/retrieval/test_sources.c LIBS rp_retrieval rp_proto)
 add_rp_test(test_ret_filter TIMEOUT 60
   SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/retrieval/test_filter.c LIBS rp_retrieval rp_proto)
+# Includes service.c itself (to reach its statics): built from the library's other files.
+add_rp_test(test_ret_service TIMEOUT 60
+  SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/retrieval/test_service.c LIBS rp_retrieval rp_proto)
+set_source_files_properties(${PROJECT_SOURCE_DIR}/tests/unit/retrieval/test_service.c PROPERTIES
+  COMPILE_OPTIONS "-Wno-unused-function")
+target_include_directories(test_ret_service PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src)
 add_rp_test(test_ret_filter_recall TIMEOUT 300
   SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/retrieval/test_filter_recall.c LIBS rp_retrieval rp_proto)
 
