@@ -61,10 +61,10 @@ void rank__user_features(const rank_model *m, const rank_event *hist, uint32_t n
         if (hist[i].item < N && m->s.sim_dim) u->sim_item[u->n_sim++] = hist[i].item;
 }
 
-void rank__cand_features(const rank_model *m, const rank__user *u, const rank_cand *c,
-                         rank__cand *o)
+/* Everything but the similarity features (left 0). */
+static void cand_base(const rank_model *m, const rank__user *u, const rank_cand *c, rank__cand *o)
 {
-    uint32_t N = m->s.n_items, k = m->s.sim_dim;
+    uint32_t N = m->s.n_items;
     o->item = c->item < N ? c->item : N;
     o->src = c->source < RANK_N_SRC ? c->source : 0;
     float *f = o->dense;
@@ -81,19 +81,53 @@ void rank__cand_features(const rank_model *m, const rank__user *u, const rank_ca
     o->pop_bucket = m->pop_bucket[o->item];
     f[RANK_F_POP_RECENT] = m->pop_recent[o->item];
     f[RANK_F_POP_TOTAL] = m->pop_total[o->item];
-    if (u->n_sim) {
-        const float *t = m->sim + (size_t)o->item * k;
-        float mx = -2.0f, sum = 0;
-        for (uint32_t j = 0; j < u->n_sim; j++) {
-            const float *h = m->sim + (size_t)u->sim_item[j] * k;
-            float dot = 0;
-            for (uint32_t q = 0; q < k; q++) dot += t[q] * h[q];
-            if (dot > mx) mx = dot;
-            sum += dot;
-        }
-        f[RANK_F_SIM_MAX] = mx;
-        f[RANK_F_SIM_MEAN] = sum / (float)u->n_sim;
+}
+
+static void sim_from(float *f, const float *dots, uint32_t n)
+{
+    float mx = dots[0], sum = 0;
+    for (uint32_t j = 0; j < n; j++) {
+        if (dots[j] > mx) mx = dots[j];
+        sum += dots[j];
     }
+    f[RANK_F_SIM_MAX] = mx;
+    f[RANK_F_SIM_MEAN] = sum / (float)n;
+}
+
+void rank__cand_features(const rank_model *m, const rank__user *u, const rank_cand *c,
+                         rank__cand *o)
+{
+    cand_base(m, u, c, o);
+    uint32_t k = m->s.sim_dim;
+    if (o->item == m->s.n_items || !u->n_sim) return;
+    const float *t = m->sim + (size_t)o->item * k;
+    float dots[RANK_SIM_WINDOW];
+    for (uint32_t j = 0; j < u->n_sim; j++) {
+        const float *h = m->sim + (size_t)u->sim_item[j] * k;
+        float dot = 0;
+        for (uint32_t q = 0; q < k; q++) dot += t[q] * h[q];
+        dots[j] = dot;
+    }
+    sim_from(o->dense, dots, u->n_sim);
+}
+
+/* Inference: features of cands[0..C) into ws->cf, the cosines as one GEMM. */
+static void cand_features_batch(const rank_model *m, rank_ws *ws, const rank_cand *cands,
+                                uint32_t C)
+{
+    const rank__user *u = &ws->u;
+    uint32_t k = m->s.sim_dim, ns = u->n_sim, N = m->s.n_items;
+    for (uint32_t c = 0; c < C; c++) cand_base(m, u, &cands[c], &ws->cf[c]);
+    if (!ns) return;
+    for (uint32_t c = 0; c < C; c++) {
+        uint32_t it = ws->cf[c].item;
+        if (it < N) memcpy(ws->SimT + (size_t)c * k, m->sim + (size_t)it * k, k * sizeof(float));
+        else memset(ws->SimT + (size_t)c * k, 0, k * sizeof(float));
+    }
+    cblas_sgemm(RM, NT, TR, (int)C, (int)ns, (int)k, 1.0f, ws->SimT, (int)k, ws->SimH, (int)k, 0.0f,
+                ws->SimO, (int)ns);
+    for (uint32_t c = 0; c < C; c++)
+        if (ws->cf[c].item < N) sim_from(ws->cf[c].dense, ws->SimO + (size_t)c * ns, ns);
 }
 
 /* ---- workspace ---- */
@@ -125,8 +159,12 @@ int rank__ws_create(const rank_model *m, uint32_t Ca, uint32_t Cd, int train, ra
     SLOT(ws->HA, L * a1);
     SLOT(ws->M, d);
     if (!train) {
+        size_t k = s->sim_dim;
         SLOT(ws->HP, (d + 1) * L * a1);
         SLOT(ws->T1, Ca * (d + 1));
+        SLOT(ws->SimH, RANK_SIM_WINDOW * k);
+        SLOT(ws->SimT, Cd * k);
+        SLOT(ws->SimO, Cd * RANK_SIM_WINDOW);
     }
     SLOT(ws->T, Ca * d);
     SLOT(ws->TA, Ca * a1);
@@ -664,11 +702,13 @@ int rank_score(const rank_model *m, rank_ws *ws, const rank_event *hist, uint32_
 {
     rank__user_features(m, hist, n_hist, now, &ws->u);
     rank__forward_user_fast(m, ws);
+    for (uint32_t j = 0; j < ws->u.n_sim; j++)
+        memcpy(ws->SimH + (size_t)j * m->s.sim_dim, m->sim + (size_t)ws->u.sim_item[j] * m->s.sim_dim,
+               m->s.sim_dim * sizeof(float));
     uint32_t n = ws->u.n;
     for (uint32_t cs = 0; cs < n_cands; cs += ws->Cd) {
         uint32_t Cn = n_cands - cs < ws->Cd ? n_cands - cs : ws->Cd;
-        for (uint32_t c = 0; c < Cn; c++)
-            rank__cand_features(m, &ws->u, &cands[cs + c], &ws->cf[c]);
+        cand_features_batch(m, ws, cands + cs, Cn);
         for (uint32_t c0 = 0; c0 < Cn; c0 += ws->Ca) {
             uint32_t C = Cn - c0 < ws->Ca ? Cn - c0 : ws->Ca;
             rank__forward_att_fast(m, ws, c0, C);

@@ -101,6 +101,10 @@ struct rank_ws {
     /* inference only: HP [(d+1)][L*att1], the first attention layer of every history
      * event as a function of t (see forward.c), and T1 [Ca][d+1] = [t | 1] */
     float *HP, *T1;
+    /* inference only: similarity features as one GEMM per chunk: the window's unit
+     * factors SimH [RANK_SIM_WINDOW][sim_dim], the candidates' SimT [Cd][sim_dim], their
+     * cosines SimO [Cd][RANK_SIM_WINDOW] */
+    float *SimH, *SimT, *SimO;
     /* attention chunk */
     float *T, *TA, *P, *Z1, *R1, *Z2, *R2, *S;
     /* dense chunk */
