@@ -56,7 +56,7 @@ int cmd_import(int argc, char **argv)
         {"force", RP_OPT_BOOL, &force, "false", 0, 0, "replace an existing DATA_DIR", false},
         {"skip-bad", RP_OPT_BOOL, &skip_bad, "false", 0, 0,
          "skip and count malformed lines instead of failing (exit 3)", false},
-        {"max-reported", RP_OPT_INT, &max_reported, "10", 0, 1000000,
+        {"max-reported", RP_OPT_INT, &max_reported, "10", 1, 1000000,
          "skipped lines and missing items shown", false},
         {"ratings-sep", RP_OPT_STR, &rsep, "auto", 0, 0,
          "interactions separator: auto (tab if the first line has one, else comma), comma, "
@@ -142,17 +142,17 @@ int cmd_import(int argc, char **argv)
         return cli_fail("import", &err);
     }
     printf("imported %s\n", out);
-    printf("  users                 %u\n", st.users);
-    printf("  items                 %u (%u in the catalogue, %u with interactions)\n", st.items,
+    printf("  %-24s %u\n", "users", st.users);
+    printf("  %-24s %u (%u in the catalogue, %u with interactions)\n", "items", st.items,
            st.catalogue_items, st.rated_items);
-    printf("  events                %" PRIu64 "\n", st.events);
-    printf("  duplicates merged     %" PRIu64 "\n", st.duplicates);
-    printf("  lines skipped         %" PRIu64 "\n", st.skipped);
-    printf("  items not in catalogue %u (%" PRIu64 " events, kept)\n", st.not_in_catalogue_items,
-           st.not_in_catalogue_events);
-    printf("  categories            %u\n", st.categories);
+    printf("  %-24s %" PRIu64 "\n", "events", st.events);
+    printf("  %-24s %" PRIu64 "\n", "duplicates merged", st.duplicates);
+    printf("  %-24s %" PRIu64 "\n", "lines skipped", st.skipped);
+    printf("  %-24s %u (%" PRIu64 " events, kept)\n", "items not in catalogue",
+           st.not_in_catalogue_items, st.not_in_catalogue_events);
+    printf("  %-24s %u\n", "categories", st.categories);
     if (tags)
-        printf("  tags                  %u distinct, from %" PRIu64 " lines (%" PRIu64
-               " naming unknown items)\n", st.tags, st.tag_lines, st.tags_unknown_item);
+        printf("  %-24s %u distinct, from %" PRIu64 " lines (%" PRIu64
+               " naming unknown items)\n", "tags", st.tags, st.tag_lines, st.tags_unknown_item);
     return RP_EXIT_OK;
 }

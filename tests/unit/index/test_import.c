@@ -174,10 +174,10 @@ static void test_ml100k_cli_reports_missing_items(void **state)
                         td_path("cli100k"), NULL);
     assert_int_equal(rc, 0);
     assert_non_null(strstr(err_text, "u.data:7: item 9 is not in the catalogue"));
-    assert_non_null(strstr(out_text, "users                 3"));
-    assert_non_null(strstr(out_text, "events                6"));
-    assert_non_null(strstr(out_text, "duplicates merged     1"));
-    assert_non_null(strstr(out_text, "items not in catalogue 1"));
+    assert_non_null(strstr(out_text, "users                    3"));
+    assert_non_null(strstr(out_text, "events                   6"));
+    assert_non_null(strstr(out_text, "duplicates merged        1"));
+    assert_non_null(strstr(out_text, "items not in catalogue   1"));
     idx_dataset *ds;
     rp_error err = {0};
     E(idx_dataset_open(td_path("cli100k"), &ds, &err));
@@ -330,6 +330,8 @@ static void test_bad_inputs_fail_cleanly(void **state)
     td_write("huge.csv", t, n + strlen(t + n));
     free(t);
     td_writes("not_a_file_parent", "x");
+    td_writes("dup_items.csv", "1,One,A\n2,Two,B\n1,Again,C\n");
+    td_writes("wide.csv", "1,2,3,4,5\n");
 
     const bad_case cases[] = {
         {"bad/ratings_nonnumeric.csv", "movies_small.csv", 3,
@@ -350,6 +352,10 @@ static void test_bad_inputs_fail_cleanly(void **state)
         {"bad/ratings_some_bad.csv", "movies_small.csv", 3,
          "ratings_some_bad.csv:3:1: user id 'x' is not a non-negative integer"},
         {"@huge.csv", "movies_small.csv", 3, "huge.csv:3: line longer than 16777216 bytes"},
+        {"ratings_small.csv", "@dup_items.csv", 3,
+         "dup_items.csv:3:1: item id 1 is listed twice (first on line 1)"},
+        {"@wide.csv", "movies_small.csv", 3,
+         "wide.csv:1: 5 columns; expected user,item[,rating][,timestamp] separated by ','"},
         {"bad/no_such_file.csv", "movies_small.csv", 1,
          "no_such_file.csv: No such file or directory"},
         {"ratings_small.csv", "bad", 1, "bad: is a directory"},
@@ -407,8 +413,8 @@ static void test_skip_bad_counts(void **state)
                         td_fixture("movies_small.csv"), "--out", td_path("skip"), "--skip-bad",
                         "--max-reported", "2", NULL);
     assert_int_equal(rc, 0);
-    assert_non_null(strstr(out_text, "lines skipped         4"));
-    assert_non_null(strstr(out_text, "events                2"));
+    assert_non_null(strstr(out_text, "lines skipped            4"));
+    assert_non_null(strstr(out_text, "events                   2"));
     /* the first two reasons, then a note */
     assert_non_null(strstr(err_text, "ratings_some_bad.csv:3:1: user id 'x'"));
     assert_non_null(strstr(err_text, "ratings_some_bad.csv:4:5: rating 'four' is not a number"));
