@@ -58,12 +58,11 @@ typedef struct pop_ctx {
     uint32_t *order; /* items by descending train count, ties by index */
 } pop_ctx;
 
-static const uint64_t *pop_sort_counts;
-
-static int pop_cmp(const void *a, const void *b)
+static int pop_cmp(const void *a, const void *b, void *counts)
 {
     uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    uint64_t cx = pop_sort_counts[x], cy = pop_sort_counts[y];
+    const uint64_t *c = counts;
+    uint64_t cx = c[x], cy = c[y];
     if (cx != cy) return cx > cy ? -1 : 1;
     return (x > y) - (x < y);
 }
@@ -108,11 +107,7 @@ int ev_model_popularity(const idx_dataset *ds, const ev_split *split, ev_model *
         for (uint64_t j = 0; j < n; j++) counts[ds->events[ds->user_off[u] + j].item]++;
     }
     for (uint32_t i = 0; i < ds->n_items; i++) p->order[i] = i;
-    /* qsort with a file-scope key: the comparator needs the counts, and evaluation
-     * models are built from one thread. */
-    pop_sort_counts = counts;
-    qsort(p->order, ds->n_items, sizeof *p->order, pop_cmp);
-    pop_sort_counts = NULL;
+    qsort_r(p->order, ds->n_items, sizeof *p->order, pop_cmp, counts);
     free(counts);
     out->name = "popularity";
     out->ctx = p;

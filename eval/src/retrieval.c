@@ -132,9 +132,10 @@ static int ret_recommend(void *vctx, uint32_t user, const idx_event *hist, size_
             if (want > mf->shard_items[s]) want = mf->shard_items[s];
             total += want;
         }
+        size_t ibuf_cap = c->buf_cap;
         if (grow((void **)&c->cands, &c->cands_cap, total + 1, sizeof *c->cands) ||
-            grow((void **)&c->sbuf, &c->buf_cap, total + 1, sizeof *c->sbuf) ||
-            (c->ibuf = realloc(c->ibuf, c->buf_cap * sizeof *c->ibuf)) == NULL)
+            grow((void **)&c->ibuf, &ibuf_cap, total + 1, sizeof *c->ibuf) ||
+            grow((void **)&c->sbuf, &c->buf_cap, total + 1, sizeof *c->sbuf))
             return rp_errorf(err, RP_ENOMEM, "retrieval model: out of memory");
         for (uint32_t s = 0; s < c->n_shards; s++) {
             size_t want = k + n_seen;
