@@ -35,6 +35,7 @@ int cmd_loadtest(int argc, char **argv)
     const char *target = NULL, *rpc_name = NULL, *arrivals = NULL, *mix = NULL;
     const char *json_path = NULL, *svg_path = NULL, *bundle = NULL, *dataset = NULL;
     double rate = 0, duration = 0, warmup = 0, zipf = 0, slo_p99_ms = 0, max_rate = 0;
+    double step_duration = 0, step_warmup = 0;
     int64_t concurrency = 0, connections = 0, threads = 0, users = 0, items = 0,
             deadline_ms = 0, max_calls = 0, max_in_flight = 0, seed = 0, count = 0,
             history = 0, candidates = 0;
@@ -90,6 +91,10 @@ int cmd_loadtest(int argc, char **argv)
          false},
         {"max-rate", RP_OPT_DOUBLE, &max_rate, "1000000", 1, 10000000,
          "find-max: never offer more than this", false},
+        {"step-duration", RP_OPT_DURATION, &step_duration, "5s", 0.1, 3600,
+         "find-max: measured window of each step (instead of --duration)", false},
+        {"step-warmup", RP_OPT_DURATION, &step_warmup, "1s", 0, 600,
+         "find-max: warmup of each step (instead of --warmup)", false},
     };
     char *pos[1];
     size_t npos = 0;
@@ -147,6 +152,8 @@ int cmd_loadtest(int argc, char **argv)
             goto usage;
         }
         if (!(rate > 0)) cfg.rate = 100; /* the first step */
+        cfg.duration_s = step_duration;
+        cfg.warmup_s = step_warmup;
     } else if ((rate > 0) == (concurrency > 0)) {
         rp_errorf(&err, RP_EINVAL, "give exactly one of --rate (open loop) and --concurrency "
                                    "(closed loop)");

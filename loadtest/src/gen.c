@@ -344,6 +344,7 @@ static void *worker_main(void *arg)
         uint64_t now = rel_now(r);
         if ((cfg->stop && *cfg->stop) || atomic_load_explicit(&r->abort, memory_order_relaxed))
             stop_sending(w, now);
+        if (w->sending && !open && now >= r->end_ns) stop_sending(w, now);
         if (w->sending && open) {
             /* Send every call that is due; a call sent late keeps its intended time. */
             for (int burst = 0; w->sending && w->next_intended <= now && w->free_list &&
