@@ -52,6 +52,7 @@ struct rp_call {
     uint64_t deadline_ns;
     char peer[64]; /* filled on first use */
     char request_id[40];
+    bool id_from_caller; /* echo it in the response headers */
 
     /* the answer */
     grpc_metadata resp_md[1];

@@ -66,6 +66,7 @@ static rp_call *call_get(rp_server *s)
     c->status = RP_GRPC_OK;
     c->cancelled = 0;
     c->request_id[0] = '\0';
+    c->id_from_caller = false;
     c->status_details = grpc_empty_slice();
     grpc_metadata_array_init(&c->md);
     grpc_call_details_init(&c->details);
@@ -156,6 +157,7 @@ static void set_request_id(rp_call *c)
             if (sane_request_id((const char *)GRPC_SLICE_START_PTR(*v), n)) {
                 memcpy(c->request_id, GRPC_SLICE_START_PTR(*v), n);
                 c->request_id[n] = '\0';
+                c->id_from_caller = true;
                 return;
             }
         }
@@ -213,7 +215,7 @@ static void answer(rp_call *c, int status, const char *details)
     memset(ops, 0, sizeof ops);
     size_t n = 0;
     ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
-    if (c->request_id[0]) {
+    if (c->id_from_caller) {
         c->resp_md[0].key = grpc_slice_from_static_string("x-request-id");
         c->resp_md[0].value = grpc_slice_from_static_string(c->request_id);
         ops[n].data.send_initial_metadata.count = 1;

@@ -196,9 +196,10 @@ uint64_t rp_call_deadline_ns(const rp_call *c);
 int64_t rp_call_remaining_ms(const rp_call *c);
 /* "ipv4:127.0.0.1:41234". Owned by the call. */
 const char *rp_call_peer(rp_call *c);
-/* The "x-request-id" header when the caller sent a sane one, else a generated id.
- * Also set as the log request id of the worker thread while the handler runs, and sent
- * back as "x-request-id" in the response headers. Owned by the call. */
+/* The "x-request-id" header when the caller sent a sane one (1..39 characters of
+ * [A-Za-z0-9._:-]; it is then echoed in the response headers), else a generated id of
+ * 16 hex digits. Also the log request id of the worker thread while the handler runs.
+ * Owned by the call. */
 const char *rp_call_request_id(const rp_call *c);
 /* The first value of request header key (lower case, e.g. "authorization") as a
  * NUL-terminated copy in the call's arena, or NULL when absent. */
