@@ -3,9 +3,28 @@
 #include "idx/import.h"
 
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+
+static volatile sig_atomic_t interrupted;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+/* Ctrl-C or SIGTERM asks the import to stop and remove its temporary directory. */
+static void catch_signals(void)
+{
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
 
 static void warn(void *ctx, const char *msg)
 {
@@ -107,6 +126,7 @@ int cmd_import(int argc, char **argv)
         .ratings_encoding = renc,
         .ratings_columns = rcols,
         .report = warn,
+        .cancel = &interrupted,
     };
     int sep = parse_sep(rsep);
     if (sep < 0) return usage_error("--ratings-sep: expected auto, comma, tab, pipe or semicolon");
@@ -133,6 +153,7 @@ int cmd_import(int argc, char **argv)
 
     idx_import_stats st;
     rp_error err = {0};
+    catch_signals();
     rc = idx_import(&o, &st, &err);
     if (rc == RP_EINVAL) return usage_error(rp_error_text(&err)); /* a flag's value */
     if (rc != RP_OK) {

@@ -3,7 +3,26 @@
 #include "idx/synth.h"
 
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
+
+static volatile sig_atomic_t interrupted;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+/* Ctrl-C or SIGTERM asks the synth to stop and remove its temporary directory. */
+static void catch_signals(void)
+{
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
 
 static void progress(void *ctx, const char *phase, uint64_t done, uint64_t total)
 {
@@ -60,9 +79,11 @@ int cmd_synth(int argc, char **argv)
         .out = out,
         .force = force,
         .progress = cli_progress_enabled() ? progress : NULL,
+        .cancel = &interrupted,
     };
     idx_synth_stats st;
     rp_error err = {0};
+    catch_signals();
     rc = idx_synth(&p, &st, &err);
     if (p.progress) fprintf(stderr, "\r%40s\r", "");
     if (rc != RP_OK) return cli_fail("synth", &err);

@@ -251,6 +251,14 @@ static void report(imp *m, const char *fmt, ...)
     m->o->report(m->o->report_ctx, b);
 }
 
+/* True (with err set) when the caller asked to stop. */
+static bool canceled(const imp *m, rp_error *err)
+{
+    if (!m->o->cancel || !*m->o->cancel) return false;
+    rp_errorf(err, RP_ECANCELED, "interrupted; nothing was written");
+    return true;
+}
+
 /* A malformed line: fatal unless skip_bad, which counts and reports it. */
 static int bad_line(imp *m, int rc, rp_error *err)
 {
@@ -460,6 +468,10 @@ static int read_catalogue(imp *m, rp_error *err)
     int header = ml ? 0 : o->items_header;
     uint64_t seen = 0;
     while ((rc = idx_csv_next(r, &rec, err)) != 0) {
+        if (canceled(m, err)) {
+            rc = RP_ECANCELED;
+            goto cleanup;
+        }
         if (rc < 0) {
             encoding_hint(err, "--items-encoding");
             if (rc != RP_EPARSE || idx_csv_fatal(r) || (rc = bad_line(m, rc, err))) goto cleanup;
@@ -599,6 +611,10 @@ static int read_interactions(imp *m, rp_error *err)
     int rc = idx_csv_open(o->ratings, &co, &r, err);
     if (rc) return rc;
     while ((rc = idx_csv_next(r, &rec, err)) != 0) {
+        if (canceled(m, err)) {
+            rc = RP_ECANCELED;
+            goto cleanup;
+        }
         if (rc < 0) {
             encoding_hint(err, "--ratings-encoding");
             if (rc != RP_EPARSE || idx_csv_fatal(r) || (rc = bad_line(m, rc, err))) goto cleanup;
@@ -673,6 +689,10 @@ static int read_tags(imp *m, rp_error *err)
     int rc = idx_csv_open(o->tags, &co, &r, err);
     if (rc) return rc;
     while ((rc = idx_csv_next(r, &rec, err)) != 0) {
+        if (canceled(m, err)) {
+            rc = RP_ECANCELED;
+            goto cleanup;
+        }
         if (rc < 0) {
             encoding_hint(err, "--tags-encoding");
             if (rc != RP_EPARSE || idx_csv_fatal(r) || (rc = bad_line(m, rc, err))) goto cleanup;
@@ -1019,6 +1039,10 @@ int idx_import(const idx_import_opts *o, idx_import_stats *stats, rp_error *err)
     if ((rc = read_interactions(&m, err))) goto cleanup;
     if (o->tags && (rc = read_tags(&m, err))) goto cleanup;
     if ((rc = build(&m, &b, err))) goto cleanup;
+    if (canceled(&m, err)) {
+        rc = RP_ECANCELED;
+        goto cleanup;
+    }
 
     if ((rc = idx_tmpdir_near(o->out, tmp, sizeof tmp, err))) {
         tmp[0] = '\0';
@@ -1046,6 +1070,10 @@ int idx_import(const idx_import_opts *o, idx_import_stats *stats, rp_error *err)
     if ((rc = idx__dataset_write(tmp, &b.ds, meta, sizeof meta / sizeof meta[0] / 2, err)))
         goto cleanup;
     if ((rc = idx_fsync_tree(tmp, err))) goto cleanup;
+    if (canceled(&m, err)) {
+        rc = RP_ECANCELED;
+        goto cleanup;
+    }
     if ((rc = idx_publish_dir(tmp, o->out, o->force, err))) goto cleanup;
     tmp[0] = '\0';
 

@@ -177,8 +177,13 @@ static int write_vectors(const char *path, const idx_synth_params *p, const floa
     int32_t d32 = (int32_t)p->dim;
     uint32_t step = p->n_items / 100 + 1;
     for (uint32_t i = 0; i < p->n_items; i++) {
-        if (p->progress && i % step == 0)
-            p->progress(p->progress_ctx, "vectors", i, p->n_items);
+        if (i % step == 0) {
+            if (p->progress) p->progress(p->progress_ctx, "vectors", i, p->n_items);
+            if (p->cancel && *p->cancel) {
+                ret = rp_errorf(err, RP_ECANCELED, "interrupted; nothing was written");
+                goto cleanup;
+            }
+        }
         const float *c = centres + (size_t)cluster[i] * p->dim;
         double norm = 0;
         for (uint32_t k = 0; k < p->dim; k++) {
@@ -370,7 +375,13 @@ int idx_synth(const idx_synth_params *in, idx_synth_stats *stats, rp_error *err)
     if (!uev || !seen) goto oom;
     uint32_t ustep = U / 100 + 1;
     for (uint32_t u = 0; u < U; u++) {
-        if (p.progress && u % ustep == 0) p.progress(p.progress_ctx, "users", u, U);
+        if (u % ustep == 0) {
+            if (p.progress) p.progress(p.progress_ctx, "users", u, U);
+            if (p.cancel && *p.cancel) {
+                ret = rp_errorf(err, RP_ECANCELED, "interrupted; nothing was written");
+                goto cleanup;
+            }
+        }
         user_ids[u] = (uint64_t)u + 1;
         user_off[u] = nev;
         double m = p.events_per_user - 5;

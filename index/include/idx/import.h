@@ -39,6 +39,7 @@
 
 #include "rp/err.h"
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -75,6 +76,10 @@ typedef struct idx_import_opts {
      * tags naming unknown items); may be NULL. The string is valid during the call. */
     void (*report)(void *ctx, const char *msg);
     void *report_ctx;
+
+    /* When non-NULL and set (by a signal handler), the import stops at the next check
+     * with RP_ECANCELED and removes what it had written. */
+    const volatile sig_atomic_t *cancel;
 } idx_import_opts;
 
 typedef struct idx_import_stats {
@@ -96,7 +101,7 @@ typedef struct idx_import_stats {
 /* Runs the import. stats may be NULL. Errors: RP_EPARSE (malformed input, err
  * "FILE:LINE:COL: reason" or "FILE: reason" for an empty file), RP_ENOENT / RP_EIO
  * (a file cannot be read, the output cannot be written), RP_EEXIST (out exists and
- * force is off), RP_EINVAL (bad options), RP_ENOMEM, RP_EFULL. On error nothing is left
+ * force is off), RP_EINVAL (bad options), RP_ENOMEM, RP_EFULL, RP_ECANCELED. On error nothing is left
  * at `out` (an existing directory is left untouched). */
 int idx_import(const idx_import_opts *opts, idx_import_stats *stats, rp_error *err);
 

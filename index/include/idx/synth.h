@@ -29,6 +29,7 @@
 
 #include "rp/err.h"
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -52,6 +53,9 @@ typedef struct idx_synth_params {
      * NULL. Does not change the output. */
     void (*progress)(void *ctx, const char *phase, uint64_t done, uint64_t total);
     void *progress_ctx;
+    /* When non-NULL and set (by a signal handler), generation stops with RP_ECANCELED
+     * and what was written is removed. */
+    const volatile sig_atomic_t *cancel;
 } idx_synth_params;
 
 typedef struct idx_synth_stats {
@@ -63,7 +67,7 @@ typedef struct idx_synth_stats {
 
 /* Generates and writes the dataset. stats may be NULL. Errors: RP_EINVAL (a parameter
  * out of range, named), RP_EEXIST (out exists, force off), RP_EIO / RP_EFULL (cannot
- * write), RP_ENOMEM. Nothing is left at out on error. */
+ * write), RP_ENOMEM, RP_ECANCELED. Nothing is left at out on error. */
 int idx_synth(const idx_synth_params *p, idx_synth_stats *stats, rp_error *err);
 
 #endif

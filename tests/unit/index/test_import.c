@@ -529,6 +529,21 @@ static void test_random_files_with_skip_bad(void **state)
     }
 }
 
+static void test_cancel_leaves_nothing(void **state)
+{
+    (void)state;
+    volatile sig_atomic_t stop = 1;
+    rp_error err = {0};
+    idx_import_opts o = {.ratings = td_ml("ratings.csv"), .items = td_ml("movies.csv"),
+                         .out = td_path("canceled"), .ratings_header = -1, .items_header = -1,
+                         .cancel = &stop};
+    int before = td_count_entries(td_root);
+    assert_int_equal(idx_import(&o, NULL, &err), RP_ECANCELED);
+    assert_non_null(strstr(err.msg, "interrupted"));
+    assert_false(td_exists(td_path("canceled")));
+    assert_int_equal(td_count_entries(td_root), before);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -543,6 +558,7 @@ int main(void)
         cmocka_unit_test(test_existing_out_refused_unless_force),
         cmocka_unit_test(test_duplicates_merge_latest_wins),
         cmocka_unit_test(test_random_files_with_skip_bad),
+        cmocka_unit_test(test_cancel_leaves_nothing),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -222,6 +222,13 @@ static void test_bad_parameters(void **state)
     assert_non_null(strstr(err.msg, "missing"));
     assert_false(td_exists(td_path("bad")));
 
+    /* an interrupted run leaves nothing */
+    volatile sig_atomic_t stop = 1;
+    p = params("stopped", 1);
+    p.cancel = &stop;
+    assert_int_equal(idx_synth(&p, NULL, &err), RP_ECANCELED);
+    assert_false(td_exists(td_path("stopped")));
+
     /* tiny catalogues still work: one item, more clusters than items */
     p = params("tiny", 1);
     p.n_items = 1;
