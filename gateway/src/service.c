@@ -322,7 +322,9 @@ static int recommend(rp_call *call, const ProtobufCMessage *msg, ProtobufCMessag
 
     /* 3. Fan out to every shard, each under the retrieval share of the deadline. */
     ts = rp_now_ns();
-    uint32_t k = count * 4 < 200 ? 200 : count * 4;
+    /* Retrieval already drops seen and excluded items, so each shard need return only
+     * what ranking will look at: max(100, 5 x count). */
+    uint32_t k = count * 5 < 100 ? 100 : count * 5;
     Recpipe__V1__RetrieveRequest rreq = RECPIPE__V1__RETRIEVE_REQUEST__INIT;
     rreq.n_history = nhist;
     rreq.history = pevs;
