@@ -16,3 +16,6 @@ endforeach()
 if(TARGET test_import)
   add_dependencies(test_import recpipe)
 endif()
+# Fault injection: recpipe's own malloc/calloc/realloc calls fail one by one.
+add_rp_test(test_data_faults SOURCES ${IDX_DATA_TESTS}/test_data_faults.c LIBS rp_index TIMEOUT 300)
+target_link_options(test_data_faults PRIVATE -Wl,--wrap=malloc -Wl,--wrap=calloc -Wl,--wrap=realloc)
