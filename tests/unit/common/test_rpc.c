@@ -38,7 +38,8 @@
     } while (0)
 
 static rp_server *srv;
-static atomic_int sleepers; /* handlers that started sleeping */
+static atomic_int sleepers;   /* handlers that started sleeping */
+static atomic_int echo_calls; /* handler runs of "count" */
 static char target[64];
 static rp_client *cli;
 
@@ -68,6 +69,8 @@ static int echo(rp_call *call, const ProtobufCMessage *req, ProtobufCMessage **r
         out->bundle_version = (char *)(v ? v : "(none)");
     } else if (!strcmp(cmd, "deadline")) {
         out->load_seconds = (double)rp_call_remaining_ms(call);
+    } else if (!strcmp(cmd, "count")) {
+        atomic_fetch_add(&echo_calls, 1);
     } else if (!strcmp(cmd, "port")) {
         out->load_seconds = rp_server_port(rp_call_server(call));
     } else if (!strcmp(cmd, "peer")) {
@@ -165,7 +168,7 @@ static int raw_call(const char *tgt, const char *method, const void *bytes, size
     grpc_call *call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
                                                grpc_slice_from_static_string(method), NULL,
                                                deadline, NULL);
-    grpc_slice body = grpc_slice_from_copied_buffer(bytes, n);
+    grpc_slice body = grpc_slice_from_copied_buffer(bytes ? bytes : "", n);
     grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&body, 1);
     grpc_slice_unref(body);
     grpc_byte_buffer *recv = NULL;
@@ -176,19 +179,22 @@ static int raw_call(const char *tgt, const char *method, const void *bytes, size
     grpc_slice det = grpc_empty_slice();
     grpc_op ops[6];
     memset(ops, 0, sizeof ops);
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[1].op = GRPC_OP_SEND_MESSAGE;
-    ops[1].data.send_message.send_message = bb;
-    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[3].data.recv_initial_metadata.recv_initial_metadata = &im;
-    ops[4].op = GRPC_OP_RECV_MESSAGE;
-    ops[4].data.recv_message.recv_message = &recv;
-    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-    ops[5].data.recv_status_on_client.trailing_metadata = &tm;
-    ops[5].data.recv_status_on_client.status = &status;
-    ops[5].data.recv_status_on_client.status_details = &det;
-    assert_int_equal(grpc_call_start_batch(call, ops, 6, (void *)1, NULL), GRPC_CALL_OK);
+    size_t k = 0;
+    ops[k++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    if (bytes) { /* NULL: headers only, no message at all */
+        ops[k].op = GRPC_OP_SEND_MESSAGE;
+        ops[k++].data.send_message.send_message = bb;
+    }
+    ops[k++].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[k].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[k++].data.recv_initial_metadata.recv_initial_metadata = &im;
+    ops[k].op = GRPC_OP_RECV_MESSAGE;
+    ops[k++].data.recv_message.recv_message = &recv;
+    ops[k].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[k].data.recv_status_on_client.trailing_metadata = &tm;
+    ops[k].data.recv_status_on_client.status = &status;
+    ops[k++].data.recv_status_on_client.status_details = &det;
+    assert_int_equal(grpc_call_start_batch(call, ops, k, (void *)1, NULL), GRPC_CALL_OK);
     grpc_event ev = grpc_completion_queue_pluck(cq, (void *)1, gpr_inf_future(GPR_CLOCK_REALTIME),
                                                 NULL);
     assert_int_equal(ev.type, GRPC_OP_COMPLETE);
@@ -289,6 +295,9 @@ static void test_garbage_bytes_are_invalid_argument(void **state)
     const unsigned char junk[] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01};
     assert_int_equal(raw_call(target, ECHO, junk, sizeof junk, det, sizeof det),
                      GRPC_STATUS_INVALID_ARGUMENT);
+    /* Headers without any message. */
+    assert_int_equal(raw_call(target, ECHO, NULL, 0, det, sizeof det), GRPC_STATUS_INVALID_ARGUMENT);
+    assert_non_null(strstr(det, "no message"));
     /* The server is still fine afterwards. */
     const unsigned char ok[] = {0x0a, 0x06, 'e', 'c', 'h', 'o', ':', 'z'};
     assert_int_equal(raw_call(target, ECHO, ok, sizeof ok, det, sizeof det), GRPC_STATUS_OK);
@@ -781,6 +790,58 @@ static void test_health_watch_streams_changes(void **state)
     rp_server_destroy(s);
 }
 
+
+static void test_expired_calls_skip_the_handler(void **state)
+{
+    (void)state;
+    rp_server *s;
+    char t[64];
+    start(&s, 1, 0, t, sizeof t); /* one worker: the second call waits behind the first */
+    drain_ctx d = {.target = t, .n = 1, .sleep_ms = 400, .t = {.mu = PTHREAD_MUTEX_INITIALIZER}};
+    pthread_t th;
+    atomic_store(&sleepers, 0);
+    pthread_create(&th, NULL, drain_client, &d);
+    wait_sleepers(1);
+    rp_arena *a;
+    rp_arena_create(0, &a);
+    Recpipe__V1__ReloadResponse *r;
+    rp_status st;
+    rp_call_opts o = {.timeout_ms = 100};
+    atomic_store(&echo_calls, 0);
+    E(call_echo(t, "count", a, &o, &r, &st), RP_ETIMEDOUT, st);
+    pthread_join(th, NULL);
+    assert_int_equal(d.t.ok, 1);
+    /* The worker got to the second call after its deadline: answered without running. */
+    rp_sleep_ns(50 * 1000000ull);
+    assert_int_equal(atomic_load(&echo_calls), 0);
+    o.timeout_ms = 2000;
+    E(call_echo(t, "count", a, &o, &r, &st), RP_OK, st);
+    assert_int_equal(atomic_load(&echo_calls), 1);
+    rp_arena_destroy(a);
+    rp_server_destroy(s);
+}
+
+static void test_status_mapping_round_trips(void **state)
+{
+    (void)state;
+    /* Every rp error maps to a status that maps back to an error of the same status. */
+    for (int code = -1; code > -64; code--) {
+        if (!strcmp(rp_strerror(code), "unknown error")) break;
+        int status = rp_err_grpc_status(code);
+        assert_true(status > 0 && status <= 16);
+        int back = rp_err_from_grpc_status(status);
+        if (rp_err_grpc_status(back) != status)
+            fail_msg("%s -> %s -> %s", rp_err_name(code), rp_grpc_status_name(status),
+                     rp_err_name(back));
+    }
+    assert_int_equal(rp_err_from_grpc_status(RP_GRPC_OK), RP_OK);
+    assert_int_equal(rp_err_from_grpc_status(RP_GRPC_UNAVAILABLE), RP_EUNAVAIL);
+    assert_int_equal(rp_err_from_grpc_status(RP_GRPC_DEADLINE_EXCEEDED), RP_ETIMEDOUT);
+    assert_int_equal(rp_err_from_grpc_status(99), RP_EINTERNAL);
+    assert_string_equal(rp_grpc_status_name(RP_GRPC_RESOURCE_EXHAUSTED), "RESOURCE_EXHAUSTED");
+    assert_string_equal(rp_grpc_status_name(-1), "UNKNOWN_STATUS");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -797,6 +858,8 @@ int main(void)
         cmocka_unit_test(test_drain_completes_in_flight_calls),
         cmocka_unit_test(test_drain_grace_expires),
         cmocka_unit_test(test_bad_config_is_refused),
+        cmocka_unit_test(test_expired_calls_skip_the_handler),
+        cmocka_unit_test(test_status_mapping_round_trips),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
