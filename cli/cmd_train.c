@@ -4,6 +4,7 @@
 #include "ev/eval.h"
 #include "idx/dataset.h"
 #include "idx/fsutil.h"
+#include "idx/fvecs.h"
 #include "ret/als.h"
 #include "rp/threads.h"
 
@@ -100,12 +101,12 @@ int cmd_train_embeddings(int argc, char **argv)
         goto done;
     }
     snprintf(path, sizeof path, "%s/item_factors.fvecs", tmp);
-    if ((rc = ret_fvecs_write(path, model->item_factors, model->n_items, model->k, &err))) {
+    if ((rc = idx_fvecs_write(path, model->item_factors, model->n_items, model->k, &err))) {
         exit_code = cli_fail("train embeddings", &err);
         goto done;
     }
     snprintf(path, sizeof path, "%s/user_factors.fvecs", tmp);
-    if ((rc = ret_fvecs_write(path, model->user_factors, model->n_users, model->k, &err))) {
+    if ((rc = idx_fvecs_write(path, model->user_factors, model->n_users, model->k, &err))) {
         exit_code = cli_fail("train embeddings", &err);
         goto done;
     }

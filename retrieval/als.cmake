@@ -1,6 +1,6 @@
 # Implicit ALS and fold-in (ret/als.h). Creates rp_retrieval; the service part adds its
 # sources to it with target_sources.
-add_library(rp_retrieval STATIC src/als.c src/fvecs.c)
+add_library(rp_retrieval STATIC src/als.c)
 target_include_directories(rp_retrieval PUBLIC include PRIVATE src)
 target_link_libraries(rp_retrieval PUBLIC rp_index rp_common PkgConfig::OPENBLAS OpenMP::OpenMP_C m)
 # The row solves are short float loops: -O3 lets the compiler vectorize them.

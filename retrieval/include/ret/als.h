@@ -145,11 +145,4 @@ int ret_als_fold_in(const float *y, uint32_t n_items, const ret_als_gram *g,
                     const uint32_t *items, const float *r, size_t n, float alpha, void *scratch,
                     float *out, rp_error *err);
 
-/* Writes n rows of dimension k as .fvecs (int32 dimension + k float32 per row,
- * little-endian). RP_EIO naming the path. */
-int ret_fvecs_write(const char *path, const float *rows, uint32_t n, uint32_t k, rp_error *err);
-/* Reads an .fvecs file; *rows (malloc'd, caller frees) is n × k. RP_ENOENT, RP_EIO,
- * RP_ECORRUPT (ragged dimensions or a truncated row, naming the row). */
-int ret_fvecs_read(const char *path, float **rows, uint32_t *n, uint32_t *k, rp_error *err);
-
 #endif

@@ -24,7 +24,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "ret/als.h"
+#include "idx/fvecs.h"
 
 static char tmp[256];
 static char bin[1024];
@@ -194,14 +194,15 @@ static void test_train_embeddings(void **state)
                          0);
     char path[512];
     float *items = NULL, *users = NULL;
-    uint32_t n, k;
+    size_t n;
+    uint32_t k;
     rp_error err = {0};
     snprintf(path, sizeof path, "%s/emb1/item_factors.fvecs", tmp);
-    if (ret_fvecs_read(path, &items, &n, &k, &err)) fail_msg("%s", rp_error_text(&err));
+    if (idx_fvecs_read(path, &items, &n, &k, &err)) fail_msg("%s", rp_error_text(&err));
     assert_int_equal(n, 9742);
     assert_int_equal(k, 16);
     snprintf(path, sizeof path, "%s/emb1/user_factors.fvecs", tmp);
-    if (ret_fvecs_read(path, &users, &n, &k, &err)) fail_msg("%s", rp_error_text(&err));
+    if (idx_fvecs_read(path, &users, &n, &k, &err)) fail_msg("%s", rp_error_text(&err));
     assert_int_equal(n, 610);
     size_t nonzero = 0;
     for (size_t j = 0; j < (size_t)n * k; j++) {

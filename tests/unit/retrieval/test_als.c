@@ -1,4 +1,4 @@
-/* Tests retrieval/src/als.c and fvecs.c: the row solve against a double-precision
+/* Tests retrieval/src/als.c: the row solve against a double-precision
  * reference, fold-in == trained user vector, determinism across thread counts,
  * ranking quality on clustered data, bad input. */
 #include <stdarg.h>
@@ -389,32 +389,6 @@ static void test_train_bad_params(void **state)
     synth_free(&s);
 }
 
-static void test_fvecs_roundtrip(void **state)
-{
-    (void)state;
-    char dir[] = "/tmp/test_als.XXXXXX", path[512];
-    assert_non_null(mkdtemp(dir));
-    snprintf(path, sizeof path, "%s/f.fvecs", dir);
-    float rows[6] = {1, 2, 3, 4, 5, -6.5f};
-    E(ret_fvecs_write(path, rows, 2, 3, &e_));
-    float *back = NULL;
-    uint32_t n, k;
-    E(ret_fvecs_read(path, &back, &n, &k, &e_));
-    assert_int_equal(n, 2);
-    assert_int_equal(k, 3);
-    assert_memory_equal(back, rows, sizeof rows);
-    free(back);
-    /* a truncated file is named as corrupt */
-    assert_int_equal(truncate(path, 4 + 12 + 4 + 8), 0);
-    rp_error err = {0};
-    assert_int_equal(ret_fvecs_read(path, &back, &n, &k, &err), RP_ECORRUPT);
-    assert_null(back);
-    assert_non_null(strstr(err.msg, path));
-    unlink(path);
-    assert_int_equal(ret_fvecs_read(path, &back, &n, &k, &err), RP_ENOENT);
-    rmdir(dir);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -423,7 +397,6 @@ int main(void)
         cmocka_unit_test(test_matrix_from_dataset),
         cmocka_unit_test(test_train_fold_in_and_determinism),
         cmocka_unit_test(test_train_bad_params),
-        cmocka_unit_test(test_fvecs_roundtrip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
