@@ -38,6 +38,7 @@ struct gw_service {
     const char *shards[MAX_SHARDS];
     uint32_t nshards;
     char *ranking;
+    uint32_t nranking; /* replicas listed in ranking */
     int64_t default_deadline_ms;
     double grace_s;
     atomic_uint_fast64_t feedback_events;
@@ -458,9 +459,18 @@ static int recommend(rp_call *call, const ProtobufCMessage *msg, ProtobufCMessag
             rp_call_opts copts = {.timeout_ms = tmo, .md = &md, .nmd = 1};
             ProtobufCMessage *kresp = NULL;
             rp_status st;
-            int krc = rp_client_unary(s->client, s->ranking, RANK_PATH, &kreq.base,
+            /* A replica that refuses the call (down, no bundle) costs little: try the next
+             * one in the round robin while the ranking share of the deadline lasts. */
+            int krc = RP_EUNAVAIL;
+            for (uint32_t attempt = 0; attempt < s->nranking; attempt++) {
+                krc = rp_client_unary(s->client, s->ranking, RANK_PATH, &kreq.base,
                                       &recpipe__v1__rank_response__descriptor, a, &kresp, &copts,
                                       &st);
+                if (krc != RP_EUNAVAIL) break;
+                nowns = rp_now_ns();
+                copts.timeout_ms = rank_deadline > nowns ? (int64_t)((rank_deadline - nowns) / 1000000) : 0;
+                if (copts.timeout_ms < 1) break;
+            }
             Recpipe__V1__RankResponse *kr = (Recpipe__V1__RankResponse *)kresp;
             if (krc == RP_OK && kr && kr->n_scores == nrank) {
                 for (size_t i = 0; i < nrank; i++) {
@@ -788,9 +798,13 @@ int gw_service_start(const gw_service_config *cfg, gw_service **out, rp_error *e
             s->shards[s->nshards++] = tok;
         }
     }
-    if (cfg->ranking && cfg->ranking[0] && !(s->ranking = strdup(cfg->ranking))) {
-        rc = rp_errorf(err, RP_ENOMEM, "out of memory");
-        goto err;
+    if (cfg->ranking && cfg->ranking[0]) {
+        if (!(s->ranking = strdup(cfg->ranking))) {
+            rc = rp_errorf(err, RP_ENOMEM, "out of memory");
+            goto err;
+        }
+        s->nranking = 1;
+        for (const char *p = s->ranking; *p; p++) s->nranking += *p == ',';
     }
     if ((rc = gw__catalog_load(cfg->bundle, &s->cat, err))) {
         rp_error_prefix(err, "--bundle %s", cfg->bundle);
