@@ -627,15 +627,15 @@ static void test_late_shard_is_cut_at_its_deadline_share(void **state)
     /* Shard 1 stops answering (SIGSTOP: the connection stays open, nothing comes back). */
     kill(E.shard[1], SIGSTOP);
     call_out o;
-    Recpipe__V1__RecommendResponse *resp = recommend(a, &r, 400, &o);
+    Recpipe__V1__RecommendResponse *resp = recommend(a, &r, 1000, &o);
     kill(E.shard[1], SIGCONT);
     if (o.rc != RP_OK) fail_msg("Recommend: %s %s", rp_grpc_status_name(o.st.code), o.st.msg);
     assert_true(has_flag(resp, RECPIPE__V1__DEGRADATION__DEGRADATION_SHARD_PARTIAL));
     assert_int_equal(resp->n_items, 5);
-    /* The shards get half of the 400 ms; the answer comes well before the deadline. */
-    fprintf(stderr, "late shard: answered in %llu us (deadline 400 ms)\n", (unsigned long long)o.us);
-    assert_true(o.us < 380000);
-    assert_true(resp->timings->retrieval_us >= 150000);
+    /* The shards get half of the 1000 ms; the answer comes well before the deadline. */
+    fprintf(stderr, "late shard: answered in %llu us (deadline 1000 ms)\n", (unsigned long long)o.us);
+    assert_true(o.us < 950000);
+    assert_true(resp->timings->retrieval_us >= 400000);
     rp_arena_destroy(a);
 }
 
