@@ -165,6 +165,8 @@ int rank__ws_create(const rank_model *m, uint32_t Ca, uint32_t Cd, int train, ra
         SLOT(ws->SimH, RANK_SIM_WINDOW * k);
         SLOT(ws->SimT, Cd * k);
         SLOT(ws->SimO, Cd * RANK_SIM_WINDOW);
+        SLOT(ws->UBc, D0);
+        SLOT(ws->UBd, maxw);
     }
     SLOT(ws->T, Ca * d);
     SLOT(ws->TA, Ca * a1);
@@ -410,10 +412,29 @@ static inline void cross_combine(float *restrict xn, float *restrict u, const fl
     }
 }
 
-void rank__forward_dense(const rank_model *m, rank_ws *ws, uint32_t C)
+void rank__dense_user_bias(const rank_model *m, rank_ws *ws)
 {
     const rank_shape *s = &m->s;
-    uint32_t d = s->dim, e = s->side_dim, D0 = m->D0, N = s->n_items;
+    uint32_t d = s->dim, e = s->side_dim, D0 = m->D0, Ku = rank__x0_user(s), nu = D0 - Ku;
+    float xu[RANK__ALIGN * 80];
+    if (nu > sizeof xu / sizeof xu[0]) return; /* cannot happen: d <= 1024, e <= 256 */
+    memcpy(xu, ws->M, d * sizeof(float));
+    memcpy(xu + d, m->p.Eact + (size_t)ws->u.act_bucket * e, e * sizeof(float));
+    if (s->n_cross && !s->cross_rank) {
+        cblas_sgemv(RM, NT, (int)D0, (int)nu, 1.0f, m->p.cU[0] + Ku, (int)D0, xu, 1, 0.0f, ws->UBc, 1);
+        for (uint32_t k = 0; k < D0; k++) ws->UBc[k] += m->p.cb[0][k];
+    }
+    if (s->n_deep) {
+        uint32_t w = s->deep[0];
+        cblas_sgemv(RM, NT, (int)w, (int)nu, 1.0f, m->p.dW[0] + Ku, (int)D0, xu, 1, 0.0f, ws->UBd, 1);
+        for (uint32_t j = 0; j < w; j++) ws->UBd[j] += m->p.db[0][j];
+    }
+}
+
+static void dense_impl(const rank_model *m, rank_ws *ws, uint32_t C, int fast)
+{
+    const rank_shape *s = &m->s;
+    uint32_t d = s->dim, e = s->side_dim, D0 = m->D0, N = s->n_items, Ku = rank__x0_user(s);
     const rank__p *p = &m->p;
     const rank__user *u = &ws->u;
     for (uint32_t c = 0; c < C; c++) {
@@ -431,11 +452,11 @@ void rank__forward_dense(const rank_model *m, rank_ws *ws, uint32_t C)
                 }
             }
         }
-        memcpy(x + 3 * d, ws->M, d * sizeof(float));
-        memcpy(x + 4 * d, p->Epop + (size_t)cf->pop_bucket * e, e * sizeof(float));
-        memcpy(x + 4 * d + e, p->Eact + (size_t)u->act_bucket * e, e * sizeof(float));
-        memcpy(x + 4 * d + 2 * e, p->Esrc + (size_t)cf->src * e, e * sizeof(float));
-        float *dn = x + 4 * d + 3 * e;
+        memcpy(x + 3 * d, p->Epop + (size_t)cf->pop_bucket * e, e * sizeof(float));
+        memcpy(x + 3 * d + e, p->Esrc + (size_t)cf->src * e, e * sizeof(float));
+        memcpy(x + Ku, ws->M, d * sizeof(float));
+        memcpy(x + Ku + d, p->Eact + (size_t)u->act_bucket * e, e * sizeof(float));
+        float *dn = x + 3 * d + 2 * e;
         for (int f = 0; f < RANK_N_DENSE; f++) {
             float v = (cf->dense[f] - m->norm_mean[f]) / m->norm_std[f];
             dn[f] = v > 8.0f ? 8.0f : v < -8.0f ? -8.0f : v;
@@ -454,12 +475,15 @@ void rank__forward_dense(const rank_model *m, rank_ws *ws, uint32_t C)
             cblas_sgemm(RM, NT, TR, (int)C, (int)D0, (int)r, 1.0f, Vl, (int)r, p->cU[l], (int)r,
                         0.0f, Ul, (int)D0);
         } else {
-            cblas_sgemm(RM, NT, TR, (int)C, (int)D0, (int)D0, 1.0f, Xl, (int)D0, p->cU[l], (int)D0,
+            /* fast: x_0's user columns are in UBc already */
+            uint32_t K = fast && l == 0 ? Ku : D0;
+            cblas_sgemm(RM, NT, TR, (int)C, (int)D0, (int)K, 1.0f, Xl, (int)D0, p->cU[l], (int)D0,
                         0.0f, Ul, (int)D0);
         }
+        const float *bias = fast && l == 0 && !r ? ws->UBc : p->cb[l];
         for (uint32_t c = 0; c < C; c++) {
             size_t o = (size_t)c * D0;
-            cross_combine(Xn + o, Ul + o, X0 + o, Xl + o, p->cb[l], D0);
+            cross_combine(Xn + o, Ul + o, X0 + o, Xl + o, bias, D0);
         }
     }
     const float *xl = ws->X + s->n_cross * CD;
@@ -472,9 +496,11 @@ void rank__forward_dense(const rank_model *m, rank_ws *ws, uint32_t C)
     for (uint32_t i = 0; i < s->n_deep; i++) {
         uint32_t w = s->deep[i];
         float *Yi = ws->Y + i * ystride;
-        cblas_sgemm(RM, NT, TR, (int)C, (int)w, (int)win, 1.0f, in, (int)win, p->dW[i], (int)win,
+        uint32_t K = fast && i == 0 ? Ku : win;
+        cblas_sgemm(RM, NT, TR, (int)C, (int)w, (int)K, 1.0f, in, (int)win, p->dW[i], (int)win,
                     0.0f, Yi, (int)w);
-        for (uint32_t c = 0; c < C; c++) add_relu(Yi + (size_t)c * w, p->db[i], w);
+        const float *bias = fast && i == 0 ? ws->UBd : p->db[i];
+        for (uint32_t c = 0; c < C; c++) add_relu(Yi + (size_t)c * w, bias, w);
         in = Yi;
         win = w;
     }
@@ -489,6 +515,9 @@ void rank__forward_dense(const rank_model *m, rank_ws *ws, uint32_t C)
         ws->logit[c] = acc;
     }
 }
+
+void rank__forward_dense(const rank_model *m, rank_ws *ws, uint32_t C) { dense_impl(m, ws, C, 0); }
+void rank__forward_dense_fast(const rank_model *m, rank_ws *ws, uint32_t C) { dense_impl(m, ws, C, 1); }
 
 void rank__forward(const rank_model *m, rank_ws *ws, uint32_t C)
 {
@@ -511,7 +540,7 @@ void rank__backward(const rank_model *m, rank_ws *ws, uint32_t C, const float *d
     const rank__p *p = &m->p;
     const rank__user *u = &ws->u;
     uint32_t d = s->dim, e = s->side_dim, D0 = m->D0, a1 = s->att1, a2 = s->att2, n = u->n;
-    uint32_t r = s->cross_rank, N = s->n_items;
+    uint32_t r = s->cross_rank, N = s->n_items, Ku = rank__x0_user(s);
     size_t CD = (size_t)ws->Cd * D0;
     size_t ystride = 0;
     for (uint32_t i = 0; i < s->n_deep; i++)
@@ -599,10 +628,10 @@ void rank__backward(const rank_model *m, rank_ws *ws, uint32_t C, const float *d
             for (uint32_t q = a; q < b; q++)
                 axpy(g->Ecat + (size_t)m->cats[q] * d, dx + d, 1.0f / (float)(b - a), d);
         }
-        axpy(dMsum, dx + 3 * d, 1.0f, d);
-        axpy(g->Epop + (size_t)cf->pop_bucket * e, dx + 4 * d, 1.0f, e);
-        axpy(g->Eact + (size_t)u->act_bucket * e, dx + 4 * d + e, 1.0f, e);
-        axpy(g->Esrc + (size_t)cf->src * e, dx + 4 * d + 2 * e, 1.0f, e);
+        axpy(g->Epop + (size_t)cf->pop_bucket * e, dx + 3 * d, 1.0f, e);
+        axpy(g->Esrc + (size_t)cf->src * e, dx + 3 * d + e, 1.0f, e);
+        axpy(dMsum, dx + Ku, 1.0f, d);
+        axpy(g->Eact + (size_t)u->act_bucket * e, dx + Ku + d, 1.0f, e);
     }
     if (n) {
         float *dH = ws->dH, *gWh = ws->dH + (size_t)ws->L * d, *gWt = gWh + (size_t)a1 * d;
@@ -705,6 +734,7 @@ int rank_score(const rank_model *m, rank_ws *ws, const rank_event *hist, uint32_
     for (uint32_t j = 0; j < ws->u.n_sim; j++)
         memcpy(ws->SimH + (size_t)j * m->s.sim_dim, m->sim + (size_t)ws->u.sim_item[j] * m->s.sim_dim,
                m->s.sim_dim * sizeof(float));
+    rank__dense_user_bias(m, ws);
     uint32_t n = ws->u.n;
     for (uint32_t cs = 0; cs < n_cands; cs += ws->Cd) {
         uint32_t Cn = n_cands - cs < ws->Cd ? n_cands - cs : ws->Cd;
@@ -727,7 +757,7 @@ int rank_score(const rank_model *m, rank_ws *ws, const rank_event *hist, uint32_
                 }
             }
         }
-        rank__forward_dense(m, ws, Cn);
+        rank__forward_dense_fast(m, ws, Cn);
         for (uint32_t c = 0; c < Cn; c++) scores[cs + c] = 1.0f / (1.0f + expf(-ws->logit[c]));
     }
     return RP_OK;

@@ -378,11 +378,13 @@ double rank_model_flops_per_candidate(const rank_model *m, uint32_t n_hist)
     f += L * 2.0 * (double)s->att1 * s->att2; /* layer 2 per pair */
     f += L * 2.0 * s->att2;                   /* layer 3 per pair */
     f += 2.0 * L * d;                         /* weighted sum */
+    /* the user-only columns of x0 enter the first cross and deep layers once per request */
+    double Ku = rank__x0_user(s);
     for (uint32_t l = 0; l < s->n_cross; l++)
-        f += s->cross_rank ? 4.0 * D0 * s->cross_rank : 2.0 * D0 * D0;
+        f += s->cross_rank ? 4.0 * D0 * s->cross_rank : 2.0 * D0 * (l == 0 ? Ku : D0);
     double in = D0;
     for (uint32_t i = 0; i < s->n_deep; i++) {
-        f += 2.0 * in * s->deep[i];
+        f += 2.0 * (i == 0 ? Ku : in) * s->deep[i];
         in = s->deep[i];
     }
     f += 2.0 * (D0 + (s->n_deep ? in : 0));

@@ -40,6 +40,14 @@ typedef struct rank__p {
  * floats the layout needs. */
 size_t rank__layout(const rank_shape *s, float *base, rank__p *p);
 
+/* x0 = [t | category bag | interest | pop e | source e | dense | mean history | activity e]:
+ * the columns from rank__x0_user on depend on the user only (the inference path folds
+ * them into a per-request bias of the first cross and deep layers). */
+static inline uint32_t rank__x0_user(const rank_shape *s)
+{
+    return 3 * s->dim + 2 * s->side_dim + RANK_N_DENSE;
+}
+
 struct rank_model {
     rank_shape s;
     uint32_t D0;
@@ -105,6 +113,9 @@ struct rank_ws {
      * factors SimH [RANK_SIM_WINDOW][sim_dim], the candidates' SimT [Cd][sim_dim], their
      * cosines SimO [Cd][RANK_SIM_WINDOW] */
     float *SimH, *SimT, *SimO;
+    /* inference only: the user columns' share of the first cross layer (UBc [D0], full
+     * rank) and of the first deep layer (UBd [deep0]), biases included */
+    float *UBc, *UBd;
     /* attention chunk */
     float *T, *TA, *P, *Z1, *R1, *Z2, *R2, *S;
     /* dense chunk */
@@ -131,6 +142,10 @@ void rank__forward_user(const rank_model *m, rank_ws *ws);
 void rank__forward_att(const rank_model *m, rank_ws *ws, uint32_t c0, uint32_t C);
 /* Fills the rest of x_0 rows [0, C) and runs cross + deep + output: ws->logit[0..C). */
 void rank__forward_dense(const rank_model *m, rank_ws *ws, uint32_t C);
+/* Inference: UBc / UBd for the current user (after rank__forward_user*), then the dense
+ * part with the user columns left out of the first cross and deep GEMMs. */
+void rank__dense_user_bias(const rank_model *m, rank_ws *ws);
+void rank__forward_dense_fast(const rank_model *m, rank_ws *ws, uint32_t C);
 /* The inference variants: the first attention layer for all pairs of a chunk as one
  * GEMM [t | 1] x HP. Same results as rank__forward_user / _att up to rounding. */
 void rank__forward_user_fast(const rank_model *m, rank_ws *ws);

@@ -84,7 +84,7 @@ static fixture *make(uint32_t cross_rank, uint32_t n_deep, uint32_t n_hist)
     rp_error err;
     assert_int_equal(rank_model_create(&s, &it, fac, SIMD, 7, &f->m, &err), RP_OK);
     /* Larger weights than the initialisation so that every path carries gradient. */
-    for (size_t i = 0; i < f->m->nparams; i++) f->m->params[i] *= 3.0f;
+    for (size_t i = 0; i < f->m->nparams; i++) f->m->params[i] *= 1.5f;
     float mean[RANK_N_DENSE] = {0.5f, 0.1f, 0.0f, 1.0f, 1.0f, 2.0f};
     float sd[RANK_N_DENSE] = {2.0f, 0.5f, 0.5f, 1.0f, 2.0f, 1.0f};
     rank__set_norm(f->m, mean, sd);

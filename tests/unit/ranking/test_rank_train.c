@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -87,8 +88,10 @@ static rank_train_opts small_opts(int threads)
     o.als.iters = 4;
     o.als.reg = 1;
     o.n_candidates = 40;
-    o.epochs = 3;
-    o.patience = 5;
+    o.epochs = 6;
+    o.patience = 6;
+    o.batch = 4; /* small data: more, smaller steps */
+    o.lr = 3e-3;
     o.val_fraction = 0.2;
     o.threads = threads;
     return o;
@@ -109,7 +112,9 @@ static void test_deterministic_and_learns(void **state)
     assert_true(ra.val_auc == rb.val_auc);
     assert_true(ra.val_users > 0 && ra.train_users > 0 && ra.positives > 0);
     /* users prefer a cluster: the ranker must do better than chance */
-    assert_true(ra.val_auc > 0.55);
+    printf("synthetic data: validation AUC %.4f, NDCG@20 %.4f (iALS order %.4f), %u epochs\n",
+           ra.val_auc, ra.val_ndcg, ra.val_ndcg_retrieval, ra.epochs_run);
+    assert_true(ra.val_auc > 0.6);
     /* another seed gives other weights */
     o.seed = 2;
     assert_int_equal(rank_train(&ds, NULL, NULL, 0, &o, &c, &rc, &err), RP_OK);
