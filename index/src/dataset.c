@@ -1,6 +1,8 @@
 /* The DATA_DIR format (see dataset_int.h): writing it, and loading it into memory. */
 #include "dataset_int.h"
 
+#include "bundle_int.h" /* idx__sha256_file */
+
 #include <errno.h>
 #include <inttypes.h>
 #include <lmdb.h>
@@ -245,6 +247,72 @@ cleanup:
     return ret;
 }
 
+/* ---- checksums ---- */
+
+int idx__dataset_write_sums(const char *dir, const char *const *files, size_t n, rp_error *err)
+{
+    char path[4096], hex[65];
+    snprintf(path, sizeof path, "%s/%s", dir, IDX__DATASET_SUMS);
+    FILE *f = fopen(path, "w");
+    if (!f) return rp_errorf(err, RP_EIO, "%s: %s", path, strerror(errno));
+    int rc = RP_OK;
+    for (size_t i = 0; i < n && rc == RP_OK; i++) {
+        char fp[4096];
+        snprintf(fp, sizeof fp, "%s/%s", dir, files[i]);
+        uint64_t size;
+        if ((rc = idx__sha256_file(fp, hex, &size, err))) break;
+        if (fprintf(f, "%s  %s\n", hex, files[i]) < 0)
+            rc = rp_errorf(err, RP_EIO, "%s: write: %s", path, strerror(errno));
+    }
+    if (fclose(f) != 0 && rc == RP_OK)
+        rc = rp_errorf(err, errno == ENOSPC ? RP_EFULL : RP_EIO, "%s: %s", path, strerror(errno));
+    return rc;
+}
+
+/* Checks the files of dir's SHA256SUMS: all of them, or only `only` when not NULL. */
+static int check_sums(const char *dir, const char *only, rp_error *err)
+{
+    char path[4096], line[4200];
+    snprintf(path, sizeof path, "%s/%s", dir, IDX__DATASET_SUMS);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return rp_errorf(err, RP_ECORRUPT, "%s: no %s (an incomplete dataset, or one written "
+                         "by an older recpipe: re-import it)", dir, IDX__DATASET_SUMS);
+    int rc = RP_OK, found = 0, ln = 0;
+    while (rc == RP_OK && fgets(line, sizeof line, f)) {
+        ln++;
+        char want[65], name[256];
+        if (sscanf(line, "%64[0-9a-f]  %255[^\n]", want, name) != 2 || strlen(want) != 64 ||
+            strchr(name, '/')) {
+            rc = rp_errorf(err, RP_ECORRUPT, "%s:%d: malformed line", path, ln);
+            break;
+        }
+        if (only && strcmp(name, only) != 0) continue;
+        found++;
+        char fp[4096], got[65];
+        snprintf(fp, sizeof fp, "%s/%s", dir, name);
+        rc = idx__sha256_file(fp, got, NULL, err);
+        if (rc == RP_ENOENT) {
+            rc = rp_errorf(err, RP_ECORRUPT, "%s: missing (listed in %s)", fp, IDX__DATASET_SUMS);
+        } else if (rc == RP_OK && strcmp(got, want) != 0) {
+            rc = rp_errorf(err, RP_ECORRUPT, "%s: checksum mismatch (the dataset is corrupt: "
+                           "re-import it)", fp);
+        }
+    }
+    fclose(f);
+    if (rc == RP_OK && only && !found)
+        rc = rp_errorf(err, RP_ECORRUPT, "%s: %s does not list %s", dir, IDX__DATASET_SUMS, only);
+    return rc;
+}
+
+int idx_dataset_verify(const char *dir, rp_error *err)
+{
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return rp_errorf(err, RP_ENOENT, "%s: no dataset there", dir);
+    return check_sums(dir, NULL, err);
+}
+
 /* ---- reader ---- */
 
 typedef struct ds_impl {
@@ -375,6 +443,8 @@ int idx_dataset_open(const char *dir, idx_dataset **out, rp_error *err)
         return rp_errorf(err, RP_ENOENT, "%s: no dataset there (no data.mdb; run recpipe import)",
                          dir);
 
+    /* LMDB trusts its pages: check the bytes before handing them to it */
+    if ((ret = check_sums(dir, "data.mdb", err))) return ret;
     d = calloc(1, sizeof *d);
     if (!d) return rp_errorf(err, RP_ENOMEM, "%s: out of memory", dir);
     if ((rc = mdb_env_create(&env))) goto lmdb_err;

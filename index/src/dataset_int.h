@@ -3,7 +3,8 @@
  * (dataset.c). Not a public header.
  *
  * DATA_DIR is an LMDB environment (one data.mdb, written without a lock file) with the
- * named databases below. Keys of dense indices are big-endian so that LMDB's byte order
+ * named databases below, and SHA256SUMS: one line "<sha256 hex>  <file>" per file of the
+ * dataset (the format of sha256sum, so `sha256sum -c SHA256SUMS` checks it by hand). Keys of dense indices are big-endian so that LMDB's byte order
  * is numeric order; values are little-endian, packed.
  *   meta        string key → string value: "format" = "recpipe-dataset", "version" = "1",
  *               "n_users", "n_items", "n_events", "n_categories", "n_tags" (decimal),
@@ -25,6 +26,7 @@
 
 #include <stddef.h>
 
+#define IDX__DATASET_SUMS "SHA256SUMS"
 #define IDX__DATASET_FORMAT "recpipe-dataset"
 #define IDX__DATASET_VERSION 1
 #define IDX__EVENT_BYTES 17
@@ -37,5 +39,8 @@
  */
 int idx__dataset_write(const char *dir, const idx_dataset *ds, const char *const *meta,
                        size_t nmeta, rp_error *err);
+
+/* Writes dir/SHA256SUMS for the n files named (plain names inside dir). */
+int idx__dataset_write_sums(const char *dir, const char *const *files, size_t n, rp_error *err);
 
 #endif

@@ -1069,6 +1069,8 @@ int idx_import(const idx_import_opts *o, idx_import_stats *stats, rp_error *err)
     };
     if ((rc = idx__dataset_write(tmp, &b.ds, meta, sizeof meta / sizeof meta[0] / 2, err)))
         goto cleanup;
+    static const char *const files[] = {"data.mdb"};
+    if ((rc = idx__dataset_write_sums(tmp, files, 1, err))) goto cleanup;
     if ((rc = idx_fsync_tree(tmp, err))) goto cleanup;
     if (canceled(&m, err)) {
         rc = RP_ECANCELED;

@@ -484,6 +484,8 @@ int idx_synth(const idx_synth_params *in, idx_synth_stats *stats, rp_error *err)
     char vpath[PATH_MAX + 32];
     snprintf(vpath, sizeof vpath, "%s/%s", tmp, IDX_SYNTH_VECTORS_FILE);
     if ((ret = write_vectors(vpath, &p, centres, cluster, p.spread, err))) goto cleanup;
+    static const char *const files[] = {"data.mdb", IDX_SYNTH_VECTORS_FILE};
+    if ((ret = idx__dataset_write_sums(tmp, files, 2, err))) goto cleanup;
     if ((ret = idx_fsync_tree(tmp, err))) goto cleanup;
     if ((ret = idx_publish_dir(tmp, p.out, p.force, err))) goto cleanup;
     tmp[0] = '\0';

@@ -52,11 +52,17 @@ typedef struct idx_dataset {
     const char *const *tag_names; /* [n_tags] */
 } idx_dataset;
 
-/* Loads DATA_DIR into memory. On error *out is NULL and err names the path and reason
- * (RP_ENOENT: no dataset there; RP_ECORRUPT / RP_EVERSION: unreadable). */
+/* Loads DATA_DIR into memory after checking data.mdb against DATA_DIR/SHA256SUMS. On
+ * error *out is NULL and err names the path and reason (RP_ENOENT: no dataset there;
+ * RP_ECORRUPT: a checksum mismatch, a missing SHA256SUMS or inconsistent content;
+ * RP_EVERSION: a format this recpipe does not read). */
 int idx_dataset_open(const char *dir, idx_dataset **out, rp_error *err);
 /* Frees everything. NULL is a no-op. */
 void idx_dataset_close(idx_dataset *ds);
+/* Checks every file listed in DATA_DIR/SHA256SUMS (data.mdb, and item_vectors.fvecs for
+ * a synthetic dataset) without loading anything. RP_ECORRUPT naming the file that does
+ * not match or is missing. */
+int idx_dataset_verify(const char *dir, rp_error *err);
 
 /* External id → dense index by binary search. Return true when found. */
 bool idx_dataset_find_user(const idx_dataset *ds, uint64_t user_id, uint32_t *u);

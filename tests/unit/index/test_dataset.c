@@ -228,6 +228,54 @@ static void test_open_errors(void **state)
     idx_dataset_close(NULL);
 }
 
+static void copy_file(const char *from, const char *to)
+{
+    FILE *a = fopen(from, "rb"), *b = fopen(to, "wb");
+    assert_true(a && b);
+    char buf[65536];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, a)) > 0) assert_int_equal(fwrite(buf, 1, n, b), n);
+    fclose(a);
+    fclose(b);
+}
+
+/* A flipped byte anywhere in data.mdb is caught before LMDB reads it; a missing
+ * SHA256SUMS is refused; the checksums match `sha256sum -c`'s format. */
+static void test_corruption_detected(void **state)
+{
+    (void)state;
+    rp_error err = {0};
+    idx_dataset *ds = NULL;
+    assert_int_equal(idx_dataset_verify(td_path("ml"), &err), RP_OK);
+    mkdir(td_path("copy"), 0755);
+    char src[PATH_MAX], dst[PATH_MAX];
+    snprintf(src, sizeof src, "%s/SHA256SUMS", td_path("ml"));
+    snprintf(dst, sizeof dst, "%s/SHA256SUMS", td_path("copy"));
+    copy_file(src, dst);
+    snprintf(src, sizeof src, "%s/data.mdb", td_path("ml"));
+    snprintf(dst, sizeof dst, "%s/data.mdb", td_path("copy"));
+    long offsets[] = {0, 4096 + 17, 1000000, 3000000};
+    for (size_t k = 0; k < sizeof offsets / sizeof offsets[0]; k++) {
+        copy_file(src, dst);
+        FILE *f = fopen(dst, "r+b");
+        fseek(f, offsets[k], SEEK_SET);
+        int c = fgetc(f);
+        fseek(f, offsets[k], SEEK_SET);
+        fputc(c ^ 0x40, f);
+        fclose(f);
+        assert_int_equal(idx_dataset_open(td_path("copy"), &ds, &err), RP_ECORRUPT);
+        assert_null(ds);
+        assert_non_null(strstr(err.msg, "data.mdb: checksum mismatch"));
+    }
+    copy_file(src, dst);
+    E(idx_dataset_open(td_path("copy"), &ds, &err));
+    idx_dataset_close(ds);
+    snprintf(dst, sizeof dst, "%s/SHA256SUMS", td_path("copy"));
+    unlink(dst);
+    assert_int_equal(idx_dataset_open(td_path("copy"), &ds, &err), RP_ECORRUPT);
+    assert_non_null(strstr(err.msg, "no SHA256SUMS"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -237,6 +285,7 @@ int main(void)
         cmocka_unit_test(test_created_is_first_interaction),
         cmocka_unit_test(test_tags),
         cmocka_unit_test(test_open_errors),
+        cmocka_unit_test(test_corruption_detected),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

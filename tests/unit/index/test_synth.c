@@ -84,8 +84,20 @@ static void test_deterministic_for_a_seed(void **state)
                           in_dir(1, "b", IDX_SYNTH_VECTORS_FILE)));
     assert_false(same_file(in_dir(0, "a", IDX_SYNTH_VECTORS_FILE),
                            in_dir(1, "c", IDX_SYNTH_VECTORS_FILE)));
-    /* exactly a dataset and the vectors, nothing left beside them */
-    assert_int_equal(td_count_entries(td_path("a")), 2);
+    /* exactly the dataset, the vectors and their checksums, nothing left beside them */
+    assert_int_equal(td_count_entries(td_path("a")), 3);
+    assert_int_equal(idx_dataset_verify(td_path("a"), &err), RP_OK);
+
+    /* one flipped byte in the vectors: verify names the file (open reads only data.mdb) */
+    FILE *f = fopen(in_dir(0, "a", IDX_SYNTH_VECTORS_FILE), "r+b");
+    assert_non_null(f);
+    fseek(f, 1000, SEEK_SET);
+    int byte = fgetc(f);
+    fseek(f, 1000, SEEK_SET);
+    fputc(byte ^ 0x01, f);
+    fclose(f);
+    assert_int_equal(idx_dataset_verify(td_path("a"), &err), RP_ECORRUPT);
+    assert_non_null(strstr(err.msg, IDX_SYNTH_VECTORS_FILE ": checksum mismatch"));
     E(idx_synth(&a, NULL, &err) == RP_EEXIST ? RP_OK : -1);
     assert_non_null(strstr(err.msg, "already exists"));
 }
