@@ -102,7 +102,7 @@ int cmd_retrieval(int argc, char **argv)
     if (bundle) {
         ret_service_opts so = {.bundle_path = bundle, .shard = (uint32_t)shard,
                                .search = {(uint32_t)exact_max, (float)overfetch, (uint32_t)max_widen,
-                                          pop_half_life},
+                                          pop_half_life, false},
                                .wide_factor = wide <= 1 ? -1.0f : (float)wide,
                                .content_quantile = content_q};
         if ((rc = ret_service_create(&so, &svc, &err)) != RP_OK) return cli_fail("retrieval", &err);

@@ -41,5 +41,8 @@ add_dependencies(test_retrieval recpipe)
 
 # bench/retrieval: Retrieve over gRPC against in-process searches (bench/retrieval/run.sh).
 add_executable(bench_retrieval ${PROJECT_SOURCE_DIR}/bench/retrieval/bench_retrieval.c)
-target_link_libraries(bench_retrieval PRIVATE rp_index rp_common rp_proto)
+# Includes service.c (the in-process path reaches its statics): built from the library's other files.
+target_link_libraries(bench_retrieval PRIVATE rp_retrieval rp_index rp_common rp_proto)
+target_include_directories(bench_retrieval PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src)
+target_compile_options(bench_retrieval PRIVATE -Wno-unused-function)
 set_target_properties(bench_retrieval PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/bench)

@@ -6,13 +6,17 @@
  *
  * 1. In-process: T threads call idx_ann_search (k=100) on the bundle's index with the
  *    same query vectors for S seconds: the rate, per-search latency and CPU per search
- *    (FAISS's own cost, the ceiling for the service).
+ *    (FAISS's own cost, the ceiling for the service). Then the whole retrieval path
+ *    in-process (request validation, sources, merge, response; ret_service internals,
+ *    this file includes service.c): its CPU per call outside the ANN call.
  * 2. Over gRPC: starts `recpipe retrieval --bundle DIR --threads T`, keeps W Retrieve
  *    calls (query_vector, k=100) in flight from one client thread on this machine for S
  *    seconds: the rate, p50/p99 latency, and the server's CPU time per call (from
  *    /proc/PID/stat) minus the in-process CPU per search = CPU spent outside FAISS.
  * Client and server share the machine's cores, as the issue asks.
  */
+#include "../../retrieval/src/service.c"
+
 #include "idx/bundle.h"
 #include "recpipe/v1/retrieval.pb-c.h"
 #include "rp/clock.h"
@@ -38,7 +42,8 @@ static double seconds = 10;
 
 typedef struct worker {
     const idx_ann *ann;
-    uint64_t n, cpu_ns;
+    ret_service *svc; /* full path when set */
+    uint64_t n, cpu_ns, ann_ns;
     rp_hist hist;
     int id;
 } worker;
@@ -51,9 +56,39 @@ static void *search_main(void *arg)
     rp_error err;
     uint64_t c0 = rp_thread_cpu_ns(), end = rp_now_ns() + (uint64_t)(seconds * 1e9);
     uint32_t i = (uint32_t)w->id * 997;
+    rp_arena *a = NULL;
+    if (w->svc && rp_arena_create(0, &a)) return NULL;
     while (rp_now_ns() < end) {
         uint64_t t = rp_now_ns();
-        if (idx_ann_search(w->ann, queries + (size_t)(i++ % NQ) * dim, K, scores, labels, &err)) {
+        const float *q = queries + (size_t)(i++ % NQ) * dim;
+        if (w->svc) {
+            /* What h_retrieve does, minus the RPC layer. */
+            ret_state *st = pin(w->svc);
+            Recpipe__V1__RetrieveRequest req = RECPIPE__V1__RETRIEVE_REQUEST__INIT;
+            req.query_vector = (float *)q;
+            req.n_query_vector = dim;
+            req.k = K;
+            ret_query qq;
+            uint32_t unknown;
+            ret_stats stats = {0};
+            ret_cands out;
+            int rc = ret__build_query(st->bundle, st->side, &req, 0, a, &qq, &unknown, &err);
+            ret_ctx ctx = {st->bundle->cat, st->side, &qq, &w->svc->search, a, &stats};
+            if (!rc) rc = ret_retrieve(&ctx, &out, &err);
+            Recpipe__V1__Candidate *cv = rp_arena_alloc(a, sizeof *cv * (out.n + 1));
+            for (uint32_t j = 0; !rc && j < out.n; j++) {
+                recpipe__v1__candidate__init(&cv[j]);
+                cv[j].item_id = out.v[j].id;
+                cv[j].score = out.v[j].score;
+            }
+            state_unref(st);
+            rp_arena_reset(a);
+            w->ann_ns += stats.ann_cpu_ns;
+            if (rc || out.n != K) {
+                fprintf(stderr, "retrieve: %s (%u results)\n", err.msg, out.n);
+                break;
+            }
+        } else if (idx_ann_search(w->ann, q, K, scores, labels, &err)) {
             fprintf(stderr, "search: %s\n", err.msg);
             break;
         }
@@ -61,6 +96,7 @@ static void *search_main(void *arg)
         w->n++;
     }
     w->cpu_ns = rp_thread_cpu_ns() - c0;
+    rp_arena_destroy(a);
     return NULL;
 }
 
@@ -170,6 +206,7 @@ int main(int argc, char **argv)
                         "[--window W] [--out FILE]\n");
         return 2;
     }
+    setvbuf(stdout, NULL, _IOLBF, 0);
     rp_compute_threads(1);
     rp_error err = {0};
     idx_bundle *b;
@@ -179,7 +216,7 @@ int main(int argc, char **argv)
     }
     const idx_manifest *m = idx_bundle_manifest(b);
     dim = m->dim;
-    const idx_ann *ann = idx_bundle_shard(b, 0);
+    const idx_ann *ann;
     size_t nrows;
     const uint64_t *ids = idx_bundle_shard_ids(b, 0, &nrows);
     /* Queries: item vectors plus a little noise (like users near what they liked). */
@@ -191,6 +228,7 @@ int main(int argc, char **argv)
         qids[i] = ids[(rs >> 17) % nrows];
     }
     if (idx_itemstore_embeddings(idx_bundle_items(b), NQ, qids, queries, &err)) {
+        idx_bundle_release(b);
         fprintf(stderr, "bench_retrieval: %s\n", err.msg);
         return 1;
     }
@@ -200,30 +238,68 @@ int main(int argc, char **argv)
     }
     printf("bundle %s: %llu items, dim %u, index %s, %s %g (recall@100 %.3f)\n", bundle,
            (unsigned long long)m->n_items, dim, m->factory, m->param_name, m->param_value, m->recall);
+    char factory[128], param_name[32];
+    snprintf(factory, sizeof factory, "%s", m->factory);
+    snprintf(param_name, sizeof param_name, "%s", m->param_name);
+    uint64_t n_items = m->n_items;
+    double param_value = m->param_value, recall = m->recall;
 
-    /* 1. In-process. */
-    worker *w = calloc((size_t)threads, sizeof *w);
-    pthread_t *th = calloc((size_t)threads, sizeof *th);
-    for (int t = 0; t < threads; t++) {
-        w[t].ann = ann;
-        w[t].id = t;
-        rp_hist_reset(&w[t].hist);
-        pthread_create(&th[t], NULL, search_main, &w[t]);
+    /* 1. In-process: FAISS alone, then the whole retrieval path. */
+    ret_service_opts so = {.bundle_path = bundle, .search = RET_SEARCH_OPTS_DEFAULT};
+    so.search.measure_ann_cpu = true;
+    ret_service *svc;
+    uint64_t tl = rp_now_ns();
+    if (ret_service_create(&so, &svc, &err)) {
+        fprintf(stderr, "bench_retrieval: %s\n", err.msg);
+        return 1;
     }
-    uint64_t total = 0, cpu = 0;
-    rp_hist hin;
-    rp_hist_reset(&hin);
-    for (int t = 0; t < threads; t++) {
-        pthread_join(th[t], NULL);
-        total += w[t].n;
-        cpu += w[t].cpu_ns;
-        rp_hist_merge(&hin, &w[t].hist);
-    }
-    double qps_in = (double)total / seconds, cpu_in_us = (double)cpu / 1e3 / (double)(total ? total : 1);
-    printf("in-process idx_ann_search, %d threads: %.0f searches/s, p50 %.2f ms, p99 %.2f ms, CPU %.1f us/search\n",
-           threads, qps_in, (double)rp_hist_percentile(&hin, 50) / 1e6, (double)rp_hist_percentile(&hin, 99) / 1e6,
-           cpu_in_us);
+    printf("in-process service load: %.1f s\n", (double)(rp_now_ns() - tl) / 1e9);
     idx_bundle_release(b);
+    ret_state *pinned = pin(svc);
+    ann = pinned->bundle->ann;
+    state_unref(pinned);
+    double qps_in = 0, cpu_in_us = 0, qps_full = 0, cpu_full_us = 0, outside_us = 0;
+    rp_hist hin, hfull;
+    for (int mode = 0; mode < 2; mode++) {
+        worker *w = calloc((size_t)threads, sizeof *w);
+        pthread_t *th = calloc((size_t)threads, sizeof *th);
+        for (int t = 0; t < threads; t++) {
+            w[t].ann = ann;
+            w[t].svc = mode ? svc : NULL;
+            w[t].id = t;
+            rp_hist_reset(&w[t].hist);
+            pthread_create(&th[t], NULL, search_main, &w[t]);
+        }
+        uint64_t total = 0, cpu = 0, annns = 0;
+        rp_hist *h = mode ? &hfull : &hin;
+        rp_hist_reset(h);
+        for (int t = 0; t < threads; t++) {
+            pthread_join(th[t], NULL);
+            total += w[t].n;
+            cpu += w[t].cpu_ns;
+            annns += w[t].ann_ns;
+            rp_hist_merge(h, &w[t].hist);
+        }
+        double qps = (double)total / seconds, cpu_us = (double)cpu / 1e3 / (double)(total ? total : 1);
+        if (mode == 0) {
+            qps_in = qps;
+            cpu_in_us = cpu_us;
+            printf("in-process idx_ann_search, %d threads: %.0f searches/s, p50 %.3f ms, p99 %.3f ms, CPU %.1f us/search\n",
+                   threads, qps, (double)rp_hist_percentile(h, 50) / 1e6, (double)rp_hist_percentile(h, 99) / 1e6,
+                   cpu_us);
+        } else {
+            qps_full = qps;
+            cpu_full_us = cpu_us;
+            outside_us = ((double)cpu - (double)annns) / 1e3 / (double)(total ? total : 1);
+            printf("in-process Retrieve path, %d threads: %.0f calls/s, p50 %.3f ms, p99 %.3f ms, CPU %.1f us/call, "
+                   "of which outside the ANN call %.1f us\n",
+                   threads, qps, (double)rp_hist_percentile(h, 50) / 1e6, (double)rp_hist_percentile(h, 99) / 1e6,
+                   cpu_us, outside_us);
+        }
+        free(w);
+        free(th);
+    }
+    ret_service_destroy(svc);
 
     /* 2. Over gRPC. */
     char port_file[] = "/tmp/recpipe-bench-retrieval-port-XXXXXX";
@@ -272,12 +348,13 @@ int main(int argc, char **argv)
         if (phase == 0) continue;
         double qps = (double)L.ok / el;
         double cpu_call_us = (cpu1 - cpu0) * 1e6 / (double)(L.ok ? L.ok : 1);
-        printf("gRPC Retrieve, %d server threads, %d in flight: %.0f calls/s (%.0f%% of in-process), p50 %.2f ms, "
-               "p99 %.2f ms, failed %llu\n",
-               threads, window, qps, 100.0 * qps / qps_in, (double)rp_hist_percentile(&L.hist, 50) / 1e6,
+        printf("gRPC Retrieve, %d server threads, %d in flight: %.0f calls/s (%.0f%% of in-process FAISS, %.0f%% of "
+               "the in-process path), p50 %.2f ms, p99 %.2f ms, failed %llu\n",
+               threads, window, qps, 100.0 * qps / qps_in, 100.0 * qps / qps_full, (double)rp_hist_percentile(&L.hist, 50) / 1e6,
                (double)rp_hist_percentile(&L.hist, 99) / 1e6, (unsigned long long)L.failed);
-        printf("server CPU: %.1f us/call in all, %.1f us/call outside FAISS (in-process search %.1f us)\n",
-               cpu_call_us, cpu_call_us - cpu_in_us, cpu_in_us);
+        printf("server CPU: %.1f us/call in all (all threads, gRPC included), %.1f us/call outside FAISS "
+               "(in-process search %.1f us); retrieval code alone: %.1f us/call\n",
+               cpu_call_us, cpu_call_us - cpu_in_us, cpu_in_us, outside_us);
         if (L.failed) printf("last error: %s\n", L.last_error);
         if (out) {
             FILE *f = fopen(out, "w");
@@ -288,12 +365,15 @@ int main(int argc, char **argv)
                         "\"inprocess_qps\":%.1f,\"inprocess_p50_ms\":%.3f,\"inprocess_p99_ms\":%.3f,"
                         "\"inprocess_cpu_us\":%.2f,\"grpc_qps\":%.1f,\"grpc_p50_ms\":%.3f,\"grpc_p99_ms\":%.3f,"
                         "\"grpc_failed\":%llu,\"ratio\":%.3f,\"server_cpu_us_per_call\":%.2f,"
-                        "\"server_cpu_us_outside_faiss\":%.2f}\n",
-                        (unsigned long long)m->n_items, dim, m->factory, m->param_name, m->param_value, m->recall, K,
+                        "\"server_cpu_us_outside_faiss\":%.2f,\"inprocess_path_qps\":%.1f,"
+                        "\"inprocess_path_cpu_us\":%.2f,\"retrieval_cpu_us_outside_ann\":%.2f,"
+                        "\"ratio_to_path\":%.3f}\n",
+                        (unsigned long long)n_items, dim, factory, param_name, param_value, recall, K,
                         threads, window, seconds, qps_in, (double)rp_hist_percentile(&hin, 50) / 1e6,
                         (double)rp_hist_percentile(&hin, 99) / 1e6, cpu_in_us, qps,
                         (double)rp_hist_percentile(&L.hist, 50) / 1e6, (double)rp_hist_percentile(&L.hist, 99) / 1e6,
-                        (unsigned long long)L.failed, qps / qps_in, cpu_call_us, cpu_call_us - cpu_in_us);
+                        (unsigned long long)L.failed, qps / qps_in, cpu_call_us, cpu_call_us - cpu_in_us, qps_full,
+                        cpu_full_us, outside_us, qps / qps_full);
                 fclose(f);
             }
         }

@@ -190,9 +190,10 @@ int ret_search(const ret_ctx *ctx, const float *vec, uint32_t k, const ret_idset
         float *scores = rp_arena_alloc(ctx->arena, sizeof *scores * fetch);
         if (!dense || !scores) return rp_errorf(err, RP_ENOMEM, "search: out of memory for %u results", fetch);
         uint32_t got = 0;
-        uint64_t t0 = rp_now_ns();
+        uint64_t t0 = rp_now_ns(), c0 = o->measure_ann_cpu ? rp_thread_cpu_ns() : 0;
         int rc = c->ann(c->ann_ctx, vec, fetch, effort, dense, scores, &got, err);
         ctx->stats->ann_ns += rp_now_ns() - t0;
+        if (o->measure_ann_cpu) ctx->stats->ann_cpu_ns += rp_thread_cpu_ns() - c0;
         ctx->stats->ann_searches++;
         if (rc) return rc;
         /* The side items already in h carry over into each round's trial heap. */

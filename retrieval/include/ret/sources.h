@@ -18,6 +18,7 @@
 #include "ret/side_index.h"
 #include "rp/arena.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /* Source kinds: the values of recpipe.v1.Source. */
@@ -46,9 +47,10 @@ typedef struct ret_search_opts {
     float overfetch;        /* ANN fetch = (k + hidden) / selectivity * overfetch */
     uint32_t max_widen;     /* widenings (x4 each) before falling back to an exact scan */
     double popular_half_life_days; /* popularity decay with the bundle's age; 0 = none */
+    bool measure_ann_cpu;   /* fill ret_stats.ann_cpu_ns (two clock syscalls per ANN call) */
 } ret_search_opts;
 
-#define RET_SEARCH_OPTS_DEFAULT {20000u, 1.5f, 3u, 0.0}
+#define RET_SEARCH_OPTS_DEFAULT {20000u, 1.5f, 3u, 0.0, false}
 
 typedef struct ret_quota {
     uint8_t source;  /* RET_SRC_* */
@@ -74,7 +76,8 @@ typedef struct ret_stats {
     uint32_t exact_scans;    /* filtered searches answered by an exact scan */
     uint32_t ann_searches;   /* ANN calls (each widening counts) */
     uint32_t scanned;        /* items scored exactly */
-    uint64_t ann_ns;         /* time spent inside the ANN function */
+    uint64_t ann_ns;         /* wall time spent inside the ANN function */
+    uint64_t ann_cpu_ns;     /* thread CPU time inside it (opts.measure_ann_cpu) */
 } ret_stats;
 
 typedef struct ret_ctx {
