@@ -23,6 +23,7 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -491,6 +492,16 @@ int rp_server_start(const rp_server_config *cfg, const rp_method *methods, size_
 
     rp_server *s = calloc(1, sizeof *s);
     if (!s) return rp_errorf(err, RP_ENOMEM, "out of memory for the server");
+    /* Each call allocates a few KiB inside gRPC on a worker's malloc arena; with glibc's
+     * defaults the arenas are trimmed and grown again all the time (madvise + page
+     * faults: a third of the server's CPU per call, measured with bench/rpc). Keep up to
+     * 16 MiB free per heap. Large blocks still go to mmap and back to the kernel. An
+     * operator's own GLIBC_TUNABLES malloc settings win. */
+    const char *tun = getenv("GLIBC_TUNABLES");
+    if (!tun || !strstr(tun, "malloc")) {
+        mallopt(M_TRIM_THRESHOLD, 16 * 1024 * 1024);
+        mallopt(M_TOP_PAD, 1024 * 1024);
+    }
     grpc_init();
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cond, NULL);
