@@ -75,7 +75,7 @@ int cmd_synth(int argc, char **argv)
         .zipf = zipf,
         .events_per_user = epu,
         .spread = spread,
-        .pref_share = pref,
+        .pref_share = pref > 0 ? pref : -1, /* the API reads 0 as "default" */
         .out = out,
         .force = force,
         .progress = cli_progress_enabled() ? progress : NULL,

@@ -242,7 +242,8 @@ int idx_synth(const idx_synth_params *in, idx_synth_stats *stats, rp_error *err)
     if (p.spread == 0) p.spread = 0.5;
     if (!(p.spread > 0 && p.spread <= 100))
         return rp_errorf(err, RP_EINVAL, "spread: %g is out of range (0, 100]", p.spread);
-    if (p.pref_share < 0) p.pref_share = 0.8;
+    if (p.pref_share == 0) p.pref_share = 0.8;
+    else if (p.pref_share < 0) p.pref_share = 0; /* asked for no preference at all */
     if (p.pref_share > 1)
         return rp_errorf(err, RP_EINVAL, "pref-share: %g is out of range 0..1", p.pref_share);
     if (p.t_start == 0 && p.t_end == 0) {

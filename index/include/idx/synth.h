@@ -45,7 +45,8 @@ typedef struct idx_synth_params {
     double zipf;             /* popularity exponent, >= 0; 0 is taken as 1.0 */
     double events_per_user;  /* mean events per user, >= 5; 0 = 20 */
     double spread;           /* noise norm relative to the unit centre; 0 = 0.5 */
-    double pref_share;       /* share of events from preferred clusters, 0..1; < 0 = 0.8 */
+    double pref_share;       /* share of events from preferred clusters, <= 1; 0 = 0.8;
+                                negative = none (every event by global popularity) */
     int64_t t_start, t_end;  /* time span (Unix seconds); both 0 = 2015-01-01 .. 2020-01-01 */
     const char *out;         /* DATA_DIR to create */
     bool force;              /* replace an existing out */

@@ -124,7 +124,7 @@ static void test_synth_every_allocation_fails_cleanly(void **state)
     long n;
     for (n = 1; n < 10000; n++) {
         idx_synth_params p = {.n_items = 300, .n_users = 40, .dim = 8, .seed = 3,
-                              .pref_share = -1, .out = out};
+                              .out = out};
         rp_error err = {0};
         calls = 0;
         fail_at = n;
