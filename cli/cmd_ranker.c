@@ -17,8 +17,6 @@
 
 #include <errno.h>
 #include <json-c/json.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -286,10 +284,6 @@ int cmd_ranking_bundle(int argc, char **argv)
     }
     rp_log_set_level(lvl);
     rp_compute_threads(1);
-    sigset_t hup;
-    sigemptyset(&hup);
-    sigaddset(&hup, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &hup, NULL);
 
     rp_error err = {0};
     rank_service *svc = NULL;

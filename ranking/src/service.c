@@ -11,6 +11,7 @@
 
 #include <limits.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -336,15 +337,22 @@ int rank_service_create(const char *bundle_path, rank_service **out, rp_error *e
     return RP_OK;
 }
 
+/* SIGHUP: a handler posts a semaphore (async-signal-safe) and a thread reloads. A handler
+ * rather than sigwait, because threads that libraries start before main (OpenBLAS's pool)
+ * do not block the signal, and its default action would end the process. */
+static sem_t hup_sem;
+
+static void on_sighup(int sig)
+{
+    (void)sig;
+    sem_post(&hup_sem);
+}
+
 static void *sighup_main(void *arg)
 {
     rank_service *s = arg;
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGHUP);
     for (;;) {
-        int sig;
-        if (sigwait(&set, &sig) != 0) continue;
+        if (sem_wait(&hup_sem) != 0) continue;
         if (atomic_load(&s->stopping)) break;
         rp_error err;
         rp_info("ranking", "SIGHUP: reloading %s", s->start_path);
@@ -357,8 +365,18 @@ static void *sighup_main(void *arg)
 int rank_service_watch_sighup(rank_service *s, rp_error *err)
 {
     if (s->sighup_running) return RP_OK;
-    if (pthread_create(&s->sighup, NULL, sighup_main, s) != 0)
+    if (sem_init(&hup_sem, 0, 0) != 0)
+        return rp_errorf(err, RP_EINTERNAL, "cannot create the SIGHUP semaphore");
+    if (pthread_create(&s->sighup, NULL, sighup_main, s) != 0) {
+        sem_destroy(&hup_sem);
         return rp_errorf(err, RP_EINTERNAL, "cannot start the SIGHUP thread");
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sighup;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGHUP, &sa, NULL);
     s->sighup_running = true;
     return RP_OK;
 }
@@ -367,9 +385,11 @@ void rank_service_destroy(rank_service *s)
 {
     if (!s) return;
     if (s->sighup_running) {
+        signal(SIGHUP, SIG_DFL);
         atomic_store(&s->stopping, true);
-        pthread_kill(s->sighup, SIGHUP);
+        sem_post(&hup_sem);
         pthread_join(s->sighup, NULL);
+        sem_destroy(&hup_sem);
     }
     state_unref(s->cur);
     pthread_mutex_destroy(&s->pin_mu);

@@ -49,8 +49,9 @@ void rank_service_status_hook(void *user, struct Recpipe__V1__StatusResponse *re
 int rank_service_reload(rank_service *s, const char *path, char *prev, char *now,
                         double *seconds, rp_error *err);
 
-/* Starts a thread that reloads on SIGHUP. The caller must have blocked SIGHUP in every
- * thread before starting any. Stopped by rank_service_destroy. */
+/* Installs a SIGHUP handler (process-wide) and starts a thread that reloads the start
+ * path on each SIGHUP; do not block SIGHUP in every thread. One service per process may
+ * watch. rank_service_destroy stops the thread and restores the default action. */
 int rank_service_watch_sighup(rank_service *s, rp_error *err);
 
 #endif

@@ -14,6 +14,7 @@
 
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,6 +115,7 @@ static int setup(void **state)
     fclose(fp);
 
     E(rank_service_create(b1, &svc, &err));
+    E(rank_service_watch_sighup(svc, &err));
     size_t n;
     const rp_method *methods = rank_service_methods(svc, &n);
     rp_server_config cfg = {.service = "ranking", .version = "test", .listen = "127.0.0.1:0",
@@ -366,6 +368,20 @@ static void test_reload_and_hot_swap(void **state)
            atomic_load(&lc.failed));
     assert_int_equal(atomic_load(&lc.failed), 0);
     assert_true(atomic_load(&lc.ok) > 8);
+
+    /* SIGHUP re-reads the path the service started with (b1, version v1) */
+    E(reload(b2, a, &rr, &st));
+    rp_arena_reset(a);
+    kill(getpid(), SIGHUP);
+    const char *ver = "";
+    for (int i = 0; i < 200; i++) {
+        rp_sleep_ns(20 * 1000 * 1000);
+        E(call_rank(&r, a, &resp, &st));
+        ver = resp->bundle_version;
+        if (!strcmp(ver, "v1")) break;
+        rp_arena_reset(a);
+    }
+    assert_string_equal(ver, "v1");
     rp_arena_destroy(a);
 }
 
