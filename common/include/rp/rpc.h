@@ -23,8 +23,8 @@
  *   - graceful stop: report NOT_SERVING, stop accepting, let every call already
  *     received finish within a grace period, cancel the rest (rp_server_stop,
  *     rp_server_run_until_signal). Calls that reached the server but no worker before
- *     the stop are answered too; calls arriving after it get UNAVAILABLE (safe to retry
- *     elsewhere).
+ *     the stop are answered too (up to 64 waiting per method; more waiting than that,
+ *     and calls arriving after the stop, get UNAVAILABLE: safe to retry elsewhere).
  *
  * THREADING. rp_server_set_serving, rp_server_get_stats and the rp_client functions are
  * thread-safe; rp_server_stop/destroy are called once, from one thread, never from a
@@ -293,7 +293,8 @@ size_t rp_async_pending(const rp_async *a);
 /*
  * Runs callbacks as calls complete until none is pending or timeout_ms passed
  * (timeout_ms < 0: no limit). At the timeout the calls still pending are cancelled and
- * their callbacks run with CANCELLED before this returns. Returns RP_OK when all
+ * their callbacks run with CANCELLED before this returns. A callback may start new calls
+ * on the same rp_async (a closed loop); they are waited for too. Returns RP_OK when all
  * completed on their own, RP_ETIMEDOUT otherwise.
  */
 int rp_async_wait(rp_async *a, int64_t timeout_ms);
