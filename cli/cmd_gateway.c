@@ -5,11 +5,12 @@
 #include "rp/threads.h"
 
 #include <stdio.h>
+#include <string.h>
 
 int cmd_gateway(int argc, char **argv)
 {
     const char *listen = NULL, *bundle = NULL, *state = NULL, *retrieval = NULL, *ranking = NULL;
-    const char *log_level = NULL;
+    const char *log_level = NULL, *token_file = NULL;
     int64_t threads = 0, history = 0, cache_entries = 0, map_mb = 0;
     double cache_ttl = 0, deadline = 0, grace = 0;
     const rp_opt opts[] = {
@@ -39,6 +40,8 @@ int cmd_gateway(int argc, char **argv)
          false},
         {"log-level", RP_OPT_STR, &log_level, "info", 0, 0, "debug, info, warn, error, off",
          false},
+        {"admin-token-file", RP_OPT_STR, &token_file, NULL, 0, 0,
+         "file whose first line is the admin bearer token ForgetUser then requires", false},
     };
     int rc = cli_parse("gateway",
                        "gateway --bundle BUNDLE_DIR --state STATE_DIR [--listen ADDR] "
@@ -57,6 +60,23 @@ int cmd_gateway(int argc, char **argv)
     }
     rp_log_set_level(lvl);
     rp_compute_threads(1);
+    char token[1024] = "";
+    if (token_file) {
+        FILE *f = fopen(token_file, "r");
+        if (!f || !fgets(token, sizeof token, f)) {
+            if (f) fclose(f);
+            rp_error e = {0};
+            rp_errorf(&e, RP_EIO, "--admin-token-file %s: cannot read it", token_file);
+            return cli_fail("gateway", &e);
+        }
+        fclose(f);
+        token[strcspn(token, "\r\n")] = '\0';
+        if (!token[0]) {
+            rp_error e = {0};
+            rp_errorf(&e, RP_EINVAL, "--admin-token-file %s: the first line is empty", token_file);
+            return cli_fail("gateway", &e);
+        }
+    }
     gw_service_config cfg = {.listen = listen,
                              .bundle = bundle,
                              .state_dir = state,
@@ -68,7 +88,8 @@ int cmd_gateway(int argc, char **argv)
                              .cache_entries = (size_t)cache_entries,
                              .cache_ttl_s = cache_ttl,
                              .default_deadline_ms = (int64_t)(deadline * 1000 + 0.5),
-                             .grace_s = grace};
+                             .grace_s = grace,
+                             .admin_token = token};
     gw_service *s;
     rp_error err = {0};
     if ((rc = gw_service_start(&cfg, &s, &err)) != RP_OK) return cli_fail("gateway", &err);

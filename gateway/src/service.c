@@ -38,6 +38,7 @@ struct gw_service {
     const char *shards[MAX_SHARDS];
     uint32_t nshards;
     char *ranking;
+    char *admin_token; /* NULL: ForgetUser is open */
     uint32_t nranking; /* replicas listed in ranking */
     int64_t default_deadline_ms;
     double grace_s;
@@ -722,12 +723,31 @@ static int feedback(rp_call *call, const ProtobufCMessage *msg, ProtobufCMessage
     return RP_OK;
 }
 
+/* "Bearer <token>" against the admin token, in time independent of where they differ. */
+static bool token_matches(const char *auth, const char *token)
+{
+    if (strncmp(auth, "Bearer ", 7) != 0) return false;
+    auth += 7;
+    size_t la = strlen(auth), lt = strlen(token);
+    unsigned char diff = la != lt;
+    for (size_t i = 0; i < lt; i++) diff |= (unsigned char)(auth[i < la ? i : 0] ^ token[i]);
+    return diff == 0;
+}
+
 static int forget_user(rp_call *call, const ProtobufCMessage *msg, ProtobufCMessage **out,
                        rp_error *err)
 {
     gw_service *s = rp_call_user(call);
     const Recpipe__V1__ForgetUserRequest *req = (const Recpipe__V1__ForgetUserRequest *)msg;
     int rc;
+    if (s->admin_token) {
+        const char *auth = rp_call_metadata(call, "authorization");
+        if (!auth)
+            return rp_errorf(err, RP_EUNAUTH,
+                             "ForgetUser requires the admin bearer token (authorization: Bearer ...)");
+        if (!token_matches(auth, s->admin_token))
+            return rp_errorf(err, RP_EDENIED, "ForgetUser: the bearer token is not the admin token");
+    }
     if ((rc = gw_validate_forget(req, err))) return rc;
     bool existed;
     uint32_t deleted;
@@ -806,6 +826,10 @@ int gw_service_start(const gw_service_config *cfg, gw_service **out, rp_error *e
         s->nranking = 1;
         for (const char *p = s->ranking; *p; p++) s->nranking += *p == ',';
     }
+    if (cfg->admin_token && cfg->admin_token[0] && !(s->admin_token = strdup(cfg->admin_token))) {
+        rc = rp_errorf(err, RP_ENOMEM, "out of memory");
+        goto err;
+    }
     if ((rc = gw__catalog_load(cfg->bundle, &s->cat, err))) {
         rp_error_prefix(err, "--bundle %s", cfg->bundle);
         goto err;
@@ -859,6 +883,7 @@ void gw_service_destroy(gw_service *s)
     gw_state_close(s->state);
     gw__catalog_free(s->cat);
     free(s->ranking);
+    free(s->admin_token);
     free(s->retrieval_buf);
     pthread_mutex_destroy(&s->ver_mu);
     free(s);

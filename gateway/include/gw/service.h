@@ -30,6 +30,9 @@ typedef struct gw_service_config {
     double cache_ttl_s;      /* 0 = 30 s */
     int64_t default_deadline_ms; /* for callers that set none; <= 0 = 100 */
     double grace_s;          /* drain time on SIGTERM; <= 0 = 5 s */
+    /* When set, ForgetUser requires "authorization: Bearer <admin_token>" (copied):
+     * none → UNAUTHENTICATED, another → PERMISSION_DENIED. */
+    const char *admin_token;
 } gw_service_config;
 
 typedef struct gw_service gw_service;
