@@ -101,6 +101,10 @@ static int make(FaissIndex *index, const char *factory, idx_ann **out, rp_error 
     a->metric = faiss_Index_metric_type(index) == METRIC_INNER_PRODUCT ? IDX_METRIC_IP
                                                                        : IDX_METRIC_L2;
     classify(a);
+    if (!a->param[0] && faiss_IndexIVF_cast(index)) {
+        /* Read without a factory string: a bare IVF index still has its knob. */
+        snprintf(a->param, sizeof a->param, "nprobe");
+    }
     if (a->param[0] == 'n') {
         /* The file or factory's nprobe: read it back where FAISS lets us. */
         FaissIndexIVF *ivf = faiss_IndexIVF_cast(index);

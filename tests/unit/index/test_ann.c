@@ -142,6 +142,11 @@ static void test_sift_ivf_tuned_reaches_target(void **state)
     uint64_t raw = (uint64_t)S.nb * S.d * 4;
     assert_true(mem > raw && mem < raw * 12 / 10);
     idx_ann_close(b);
+    /* Without the factory string, a bare IVF index still knows its knob and list count. */
+    E(idx_ann_read(path, NULL, &b, &err));
+    assert_string_equal(idx_ann_param_name(b), "nprobe");
+    assert_int_equal(idx_ann_nlist(b), 64);
+    idx_ann_close(b);
     unlink(path);
     free(truth);
     free(labels);
