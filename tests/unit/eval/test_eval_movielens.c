@@ -75,7 +75,7 @@ static int setup(void **state)
         return -1;
     }
     snprintf(bin, sizeof bin, "%s", b);
-    snprintf(mldir, sizeof mldir, "%s/../shared/data/ml-latest-small", src);
+    snprintf(mldir, sizeof mldir, "%s/data/ml-latest-small", src); /* the shipped copy */
     snprintf(tmp, sizeof tmp, "/tmp/test_eval_ml.XXXXXX");
     if (!mkdtemp(tmp)) return -1;
     if (run("'%s' import --ratings '%s/ratings.csv' --items '%s/movies.csv' --out %s/data "

@@ -52,7 +52,9 @@ static int setup(void **state)
     (void)state;
     const char *b = getenv("RECPIPE_BIN"), *src = getenv("RECPIPE_SOURCE_DIR");
     snprintf(bin, sizeof bin, "%s", b ? b : "recpipe");
-    snprintf(sift, sizeof sift, "%s/../shared/data/siftsmall", src ? src : ".");
+    const char *shared = getenv("RECPIPE_SHARED_DATA"); /* siftsmall is not shipped */
+    (void)src;
+    snprintf(sift, sizeof sift, "%s/siftsmall", shared ? shared : "../shared/data");
     snprintf(dir, sizeof dir, "/tmp/rp-index-cli-XXXXXX");
     assert_non_null(mkdtemp(dir));
     return 0;
