@@ -842,6 +842,50 @@ static void test_status_mapping_round_trips(void **state)
     assert_string_equal(rp_grpc_status_name(-1), "UNKNOWN_STATUS");
 }
 
+
+typedef struct sync_ctx {
+    const char *target;
+    int ok;
+    char err[600];
+} sync_ctx;
+
+static void *sync_caller(void *arg)
+{
+    sync_ctx *x = arg;
+    rp_arena *a;
+    rp_arena_create(0, &a);
+    for (int i = 0; i < 40; i++) {
+        Recpipe__V1__ReloadResponse *r;
+        rp_status st;
+        char cmd[32];
+        snprintf(cmd, sizeof cmd, "echo:%d", i);
+        if (call_echo(x->target, cmd, a, NULL, &r, &st) == RP_OK && !strcmp(r->bundle_version, cmd + 5))
+            x->ok++;
+        else
+            snprintf(x->err, sizeof x->err, "%s: %s", rp_grpc_status_name(st.code), st.msg);
+        rp_arena_reset(a);
+    }
+    rp_arena_destroy(a);
+    return NULL;
+}
+
+/* rp_client_unary from many threads at once, on a target none has used yet. */
+static void test_unary_from_many_threads(void **state)
+{
+    (void)state;
+    char fresh[80];
+    snprintf(fresh, sizeof fresh, "%s,%s", target, target); /* a new channel set */
+    sync_ctx x[8];
+    pthread_t th[8];
+    for (int i = 0; i < 8; i++) {
+        x[i] = (sync_ctx){.target = fresh};
+        pthread_create(&th[i], NULL, sync_caller, &x[i]);
+    }
+    for (int i = 0; i < 8; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < 8; i++)
+        if (x[i].ok != 40) fail_msg("thread %d: %d of 40 OK (%s)", i, x[i].ok, x[i].err);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -855,6 +899,7 @@ int main(void)
         cmocka_unit_test(test_health_and_admin),
         cmocka_unit_test(test_health_watch_streams_changes),
         cmocka_unit_test(test_async_round_robin),
+        cmocka_unit_test(test_unary_from_many_threads),
         cmocka_unit_test(test_drain_completes_in_flight_calls),
         cmocka_unit_test(test_drain_grace_expires),
         cmocka_unit_test(test_bad_config_is_refused),
