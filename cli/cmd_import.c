@@ -29,6 +29,7 @@ static void catch_signals(void)
 static void warn(void *ctx, const char *msg)
 {
     (void)ctx;
+    if (cli_progress_enabled()) fputs("\r\033[K", stderr); /* over the progress line */
     fprintf(stderr, "recpipe: import: warning: %s\n", msg);
 }
 
@@ -49,6 +50,16 @@ static int parse_header(const char *s)
     if (!strcasecmp(s, "yes") || !strcasecmp(s, "true")) return 1;
     if (!strcasecmp(s, "no") || !strcasecmp(s, "false")) return 0;
     return -2;
+}
+
+static void show_progress(void *ctx, const char *phase, uint64_t done, uint64_t total)
+{
+    (void)ctx;
+    if (total)
+        fprintf(stderr, "\rrecpipe: import: %-8s %3d%%", phase, (int)(100 * done / total));
+    else
+        fprintf(stderr, "\rrecpipe: import: %-12s", phase);
+    fflush(stderr);
 }
 
 static int usage_error(const char *msg)
@@ -127,6 +138,7 @@ int cmd_import(int argc, char **argv)
         .ratings_columns = rcols,
         .report = warn,
         .cancel = &interrupted,
+        .progress = cli_progress_enabled() ? show_progress : NULL,
     };
     int sep = parse_sep(rsep);
     if (sep < 0) return usage_error("--ratings-sep: expected auto, comma, tab, pipe or semicolon");
@@ -155,6 +167,7 @@ int cmd_import(int argc, char **argv)
     rp_error err = {0};
     catch_signals();
     rc = idx_import(&o, &st, &err);
+    if (o.progress) fprintf(stderr, "\r%40s\r", "");
     if (rc == RP_EINVAL) return usage_error(rp_error_text(&err)); /* a flag's value */
     if (rc != RP_OK) {
         if (skip_bad && st.skipped)

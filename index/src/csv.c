@@ -17,6 +17,7 @@ struct idx_csv {
     char *path;
     unsigned char rbuf[RBUF];
     size_t rpos, rlen;
+    uint64_t filled; /* bytes read from the file so far */
     int io_errno; /* set when fread failed */
     bool at_eof;
 
@@ -50,6 +51,7 @@ static int fill(idx_csv *r)
     if (r->at_eof) return 0;
     r->rlen = fread(r->rbuf, 1, RBUF, r->f);
     r->rpos = 0;
+    r->filled += r->rlen;
     if (r->rlen == 0) {
         if (ferror(r->f)) {
             r->io_errno = errno ? errno : EIO;
@@ -161,6 +163,11 @@ const char *idx_csv_path(const idx_csv *r)
 bool idx_csv_fatal(const idx_csv *r)
 {
     return r->fatal;
+}
+
+uint64_t idx_csv_offset(const idx_csv *r)
+{
+    return r->filled - (r->rlen - r->rpos);
 }
 
 uint64_t idx_csv_lines(const idx_csv *r)

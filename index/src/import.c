@@ -251,6 +251,20 @@ static void report(imp *m, const char *fmt, ...)
     m->o->report(m->o->report_ctx, b);
 }
 
+/* Reports reading progress every 64k records. */
+static void progress(const imp *m, const char *phase, idx_csv *r, uint64_t records,
+                     uint64_t size)
+{
+    if (m->o->progress && (records & 0xffff) == 0)
+        m->o->progress(m->o->progress_ctx, phase, idx_csv_offset(r), size);
+}
+
+static uint64_t file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+}
+
 /* True (with err set) when the caller asked to stop. */
 static bool canceled(const imp *m, rp_error *err)
 {
@@ -466,7 +480,7 @@ static int read_catalogue(imp *m, rp_error *err)
             }
     bool first = true;
     int header = ml ? 0 : o->items_header;
-    uint64_t seen = 0;
+    uint64_t seen = 0, size = file_size(o->items);
     while ((rc = idx_csv_next(r, &rec, err)) != 0) {
         if (canceled(m, err)) {
             rc = RP_ECANCELED;
@@ -478,6 +492,7 @@ static int read_catalogue(imp *m, rp_error *err)
             continue;
         }
         seen++;
+        progress(m, "items", r, seen, size);
         if (first) {
             first = false;
             if (header == 1 || (header == -1 && !is_number_start(rec.field[0]))) continue;
@@ -602,7 +617,7 @@ static int read_interactions(imp *m, rp_error *err)
     int colmap[4] = {-1, -1, -1, -1};
     size_t ncols = 0;
     bool first = true, had_header = false;
-    uint64_t seen = 0;
+    uint64_t seen = 0, size = file_size(o->ratings);
     int spec[4];
     size_t spec_cols = 0;
     bool explicit_cols = o->ratings_columns && *o->ratings_columns;
@@ -621,6 +636,7 @@ static int read_interactions(imp *m, rp_error *err)
             continue;
         }
         seen++;
+        progress(m, "ratings", r, seen, size);
         if (first) {
             first = false;
             bool header = o->ratings_header == 1 ||
@@ -686,6 +702,7 @@ static int read_tags(imp *m, rp_error *err)
     idx_csv *r = NULL;
     idx_csv_rec rec;
     bool first = true;
+    uint64_t seen = 0, size = file_size(o->tags);
     int rc = idx_csv_open(o->tags, &co, &r, err);
     if (rc) return rc;
     while ((rc = idx_csv_next(r, &rec, err)) != 0) {
@@ -698,6 +715,7 @@ static int read_tags(imp *m, rp_error *err)
             if (rc != RP_EPARSE || idx_csv_fatal(r) || (rc = bad_line(m, rc, err))) goto cleanup;
             continue;
         }
+        progress(m, "tags", r, ++seen, size);
         if (first) {
             first = false;
             if (!is_number_start(rec.field[0])) continue;
@@ -1044,6 +1062,7 @@ int idx_import(const idx_import_opts *o, idx_import_stats *stats, rp_error *err)
         goto cleanup;
     }
 
+    if (o->progress) o->progress(o->progress_ctx, "writing", 0, 0);
     if ((rc = idx_tmpdir_near(o->out, tmp, sizeof tmp, err))) {
         tmp[0] = '\0';
         goto cleanup;

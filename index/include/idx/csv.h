@@ -59,6 +59,8 @@ bool idx_csv_fatal(const idx_csv *r);
 char idx_csv_sep(const idx_csv *r);
 /* The path given to idx_csv_open (owned by the reader). */
 const char *idx_csv_path(const idx_csv *r);
+/* Bytes of the file consumed so far (for progress). */
+uint64_t idx_csv_offset(const idx_csv *r);
 /* Number of physical lines consumed so far. */
 uint64_t idx_csv_lines(const idx_csv *r);
 

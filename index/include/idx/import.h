@@ -77,6 +77,11 @@ typedef struct idx_import_opts {
     void (*report)(void *ctx, const char *msg);
     void *report_ctx;
 
+    /* Called now and then while a file is read, with the phase ("items", "ratings",
+     * "tags", then "writing" with done = total = 0); may be NULL. */
+    void (*progress)(void *ctx, const char *phase, uint64_t done, uint64_t total);
+    void *progress_ctx;
+
     /* When non-NULL and set (by a signal handler), the import stops at the next check
      * with RP_ECANCELED and removes what it had written. */
     const volatile sig_atomic_t *cancel;

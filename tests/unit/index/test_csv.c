@@ -79,6 +79,7 @@ static void test_rfc4180_quoting(void **state)
     expect(r, 3, 3, "2", "Two\r\nLines", "");
     expect(r, 5, 3, "3", "", "a|b");
     expect(r, 6, 3, "4", "plain \"inner\" quote", "x"); /* a quote inside a plain field */
+    assert_int_equal(idx_csv_offset(r), strlen(t));
     expect_eof(r);
     assert_int_equal(idx_csv_lines(r), 6);
     idx_csv_close(r);
