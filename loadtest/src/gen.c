@@ -85,6 +85,7 @@ typedef struct run {
     uint64_t end_ns;      /* from t0 */
     atomic_uint_fast64_t sent_total;
     atomic_int abort;   /* stop sending at once (set-up failed) */
+    atomic_uint in_flight, max_in_flight; /* over all workers */
     atomic_uint done;   /* workers finished */
     pthread_mutex_t mu; /* guards the timeline below */
     slot ring[RING];
@@ -115,7 +116,6 @@ struct worker {
     rp_hist latency, by_rpc[LT_RPC_COUNT];
     uint64_t calls_by_rpc[LT_RPC_COUNT], status[LT_NSTATUS];
     uint64_t measured, ok, errors, unsent, late_sends, max_send_lag;
-    uint32_t max_in_flight;
     atomic_uint_fast64_t sent, completed, failed; /* for progress */
     /* the current second of the timeline */
     int64_t cur_s;
@@ -249,7 +249,12 @@ static int start_call(worker *w, uint64_t intended)
                          (int)ce);
     }
     w->in_flight++;
-    if (w->in_flight > w->max_in_flight) w->max_in_flight = w->in_flight;
+    unsigned all = atomic_fetch_add_explicit(&r->in_flight, 1, memory_order_relaxed) + 1;
+    unsigned seen = atomic_load_explicit(&r->max_in_flight, memory_order_relaxed);
+    while (all > seen && !atomic_compare_exchange_weak_explicit(&r->max_in_flight, &seen, all,
+                                                                 memory_order_relaxed,
+                                                                 memory_order_relaxed)) {
+    }
     atomic_fetch_add_explicit(&w->sent, 1, memory_order_relaxed);
     return RP_OK;
 }
@@ -293,6 +298,7 @@ static void complete_call(worker *w, call_ctx *c)
     c->next_free = w->free_list;
     w->free_list = c;
     w->in_flight--;
+    atomic_fetch_sub_explicit(&r->in_flight, 1, memory_order_relaxed);
 }
 
 /* True while this worker may send another call (duration, call limit, stop flag). */
@@ -654,7 +660,6 @@ int lt_run(const lt_config *cfg, lt_result **out, rp_error *err)
         if (w->max_send_lag > res->max_send_lag_ns) res->max_send_lag_ns = w->max_send_lag;
         res->sent += atomic_load(&w->sent);
         res->completed += atomic_load(&w->completed);
-        if (w->max_in_flight > res->max_in_flight_seen) res->max_in_flight_seen = w->max_in_flight;
     }
     if (rc) goto done;
     /* Interrupted runs measured a shorter window than asked for. */
@@ -668,6 +673,7 @@ int lt_run(const lt_config *cfg, lt_result **out, rp_error *err)
         if (w < window) window = w > 0.001 ? w : 0.001;
     }
     res->window_s = window;
+    res->max_in_flight_seen = atomic_load(&r.max_in_flight);
     res->achieved_rate = (double)res->measured / window;
     size_t n = r.cap_seconds;
     while (n > 0 && r.seconds[n - 1].completed == 0) n--;
