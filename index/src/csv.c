@@ -391,7 +391,12 @@ int idx_csv_next(idx_csv *r, idx_csv_rec *rec, rp_error *err)
             }
             bool eol = c == RD_EOF || c == '\n';
             if (c == '\r') {
-                if (peek(r) == '\n') get(r);
+                if (peek(r) == '\n') {
+                    get(r);
+                } else { /* a lone CR ends a line too (classic Mac files) */
+                    r->line++;
+                    r->col = 1;
+                }
                 eol = true;
             }
             if (eol || c == r->sep) {

@@ -92,8 +92,8 @@ static void test_line_ends_blank_lines_no_final_newline(void **state)
     idx_csv *r = open_text(t, strlen(t), (idx_csv_opts){.sep = ',', .quotes = true});
     expect(r, 1, 2, "a", "b");
     expect(r, 4, 2, "c", "d");
-    expect(r, 4, 2, "e", "f"); /* a lone CR ends a record (old Mac files) */
-    expect(r, 6, 2, "g", "h");
+    expect(r, 5, 2, "e", "f"); /* a lone CR ends a line (old Mac files) */
+    expect(r, 7, 2, "g", "h");
     expect_eof(r);
     idx_csv_close(r);
 }
