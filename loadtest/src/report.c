@@ -29,6 +29,17 @@ static void describe(FILE *f, const lt_result *r)
 {
     const lt_config *c = &r->cfg;
     fprintf(f, "recpipe loadtest: %s, ", c->target);
+    if (c->workload) {
+        const double *mix = lt_workload_mix(c->workload);
+        const char *sep = "";
+        for (int k = 0; k < LT_RPC_COUNT; k++) {
+            if (mix[k] <= 0) continue;
+            if (mix[k] >= 1) fprintf(f, "%s", lt_rpc_name(k));
+            else fprintf(f, "%s%s %.0f%%", sep, lt_rpc_name(k), mix[k] * 100);
+            sep = " + ";
+        }
+        fprintf(f, ", ");
+    }
     if (r->open_loop)
         fprintf(f, "open loop at %g/s (%s arrivals)", c->rate, lt_arrivals_name(c->arrivals));
     else
@@ -132,6 +143,13 @@ json_object *lt_report_json_object(const lt_result *r, const lt_find_result *fm)
     json_object_object_add(cfg, "deadline_ms", json_object_new_int64(c->deadline_ms));
     json_object_object_add(cfg, "max_calls", json_object_new_int64((int64_t)c->max_calls));
     json_object_object_add(cfg, "seed", json_object_new_int64((int64_t)c->seed));
+    if (c->workload) {
+        const double *mix = lt_workload_mix(c->workload);
+        json_object *m = json_object_new_object();
+        for (int k = 0; k < LT_RPC_COUNT; k++)
+            if (mix[k] > 0) json_object_object_add(m, lt_rpc_name(k), json_object_new_double(mix[k]));
+        json_object_object_add(cfg, "mix", m);
+    }
     json_object_object_add(root, "config", cfg);
 
     json_object *sum = json_object_new_object();

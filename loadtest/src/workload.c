@@ -220,6 +220,7 @@ int lt_mix_parse(const char *spec, double w[LT_RPC_COUNT], rp_error *err)
 
 struct lt_workload {
     lt_workload_config cfg;
+    double mix[LT_RPC_COUNT]; /* normalised */
     double cum[LT_RPC_COUNT]; /* cumulative normalised mix */
     lt_zipf users, items;
 };
@@ -263,7 +264,8 @@ int lt_workload_create(const lt_workload_config *cfg, lt_workload **out, rp_erro
     }
     double acc = 0;
     for (int i = 0; i < LT_RPC_COUNT; i++) {
-        acc += cfg->mix[i] / sum;
+        w->mix[i] = cfg->mix[i] / sum;
+        acc += w->mix[i];
         w->cum[i] = acc;
     }
     *out = w;
@@ -276,6 +278,11 @@ err:
 void lt_workload_destroy(lt_workload *w)
 {
     free(w);
+}
+
+const double *lt_workload_mix(const lt_workload *w)
+{
+    return w->mix;
 }
 
 lt_rpc lt_workload_pick(const lt_workload *w, lt_rng *r)

@@ -52,7 +52,7 @@ typedef struct lt_config {
     double warmup_s;     /* before the window, not recorded; >= 0 */
     uint32_t connections; /* TCP connections (channels), >= 1 */
     uint32_t threads;    /* worker threads, >= 1 */
-    uint32_t deadline_ms; /* per call, >= 1 */
+    uint32_t deadline_ms; /* per call, counted from when it is sent, >= 1 */
     uint64_t max_calls;  /* stop after this many calls sent (0 = no limit) */
     uint32_t max_in_flight; /* open loop: calls in flight at most (>= 1); late calls wait */
     uint64_t seed;

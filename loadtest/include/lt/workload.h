@@ -127,6 +127,8 @@ typedef struct lt_workload lt_workload;
 int lt_workload_create(const lt_workload_config *cfg, lt_workload **out, rp_error *err);
 void lt_workload_destroy(lt_workload *w);
 
+/* The mix as normalised weights (sum 1), indexed by lt_rpc; owned by w. */
+const double *lt_workload_mix(const lt_workload *w);
 /* Picks the RPC of the next call according to the mix. */
 lt_rpc lt_workload_pick(const lt_workload *w, lt_rng *r);
 /* A user id drawn Zipf over the users; an item id drawn Zipf over the items. */
