@@ -13,11 +13,15 @@
  *    calls (query_vector, k=100) in flight from one client thread on this machine for S
  *    seconds: the rate, p50/p99 latency, and the server's CPU time per call (from
  *    /proc/PID/stat) minus the in-process CPU per search = CPU spent outside FAISS.
- * Client and server share the machine's cores, as the issue asks.
+ * 3. The same stream for S/2 seconds with UpsertItems alongside: upsert latency, the
+ *    Retrieve latency meanwhile, and whether the next Retrieve after an upsert sees it.
+ * Client and server share the machine's cores, as the issue asks. The JSON file gets
+ * one line for 1-2 and one for 3.
  */
 #include "../../retrieval/src/service.c"
 
 #include "idx/bundle.h"
+#include "recpipe/v1/admin.pb-c.h"
 #include "recpipe/v1/retrieval.pb-c.h"
 #include "rp/clock.h"
 #include "rp/hist.h"
@@ -166,6 +170,63 @@ static void start_call(slot *s)
         L.failed++;
         snprintf(L.last_error, sizeof L.last_error, "start: %s", err.msg);
     }
+}
+
+/* Phase 3: one thread upserts items (with an embedding) while the Retrieve stream runs,
+ * and after each upsert asks for the new item's own vector: the item must come back
+ * first (no stale answer). */
+typedef struct upserter {
+    const char *target;
+    rp_client *cl;
+    atomic_int stop;
+    uint64_t n, stale, failed;
+    rp_hist hist;
+} upserter;
+
+static void *upsert_main(void *arg)
+{
+    upserter *u = arg;
+    rp_arena *a;
+    if (rp_arena_create(0, &a)) return NULL;
+    float *v = malloc(sizeof *v * dim);
+    for (uint64_t i = 0; !atomic_load(&u->stop); i++) {
+        const float *q = queries + (size_t)((i * 7919) % NQ) * dim;
+        for (uint32_t d = 0; d < dim; d++) v[d] = q[d] * 4.0f; /* longer than any item */
+        Recpipe__V1__Item item = RECPIPE__V1__ITEM__INIT;
+        item.item_id = 900000000000ull + i;
+        item.embedding = v;
+        item.n_embedding = dim;
+        Recpipe__V1__Item *items[] = {&item};
+        Recpipe__V1__UpsertItemsRequest req = RECPIPE__V1__UPSERT_ITEMS_REQUEST__INIT;
+        req.items = items;
+        req.n_items = 1;
+        rp_call_opts o = {.timeout_ms = 10000};
+        rp_status st;
+        ProtobufCMessage *resp;
+        uint64_t t = rp_now_ns();
+        if (rp_client_unary(u->cl, u->target, "/recpipe.v1.Admin/UpsertItems", &req.base,
+                            &recpipe__v1__upsert_items_response__descriptor, a, &resp, &o, &st)) {
+            u->failed++;
+            rp_arena_reset(a);
+            continue;
+        }
+        rp_hist_record(&u->hist, rp_now_ns() - t);
+        Recpipe__V1__RetrieveRequest rr = RECPIPE__V1__RETRIEVE_REQUEST__INIT;
+        rr.query_vector = (float *)q;
+        rr.n_query_vector = dim;
+        rr.k = 10;
+        Recpipe__V1__RetrieveResponse *r;
+        if (rp_client_unary(u->cl, u->target, "/recpipe.v1.Retrieval/Retrieve", &rr.base,
+                            &recpipe__v1__retrieve_response__descriptor, a, (ProtobufCMessage **)&r, &o, &st) ||
+            r->n_candidates == 0 || r->candidates[0]->item_id != item.item_id)
+            u->stale++;
+        u->n++;
+        rp_arena_reset(a);
+        rp_sleep_ns(20 * 1000000ull);
+    }
+    free(v);
+    rp_arena_destroy(a);
+    return NULL;
 }
 
 static int wait_port(const char *path, pid_t pid, double timeout_s)
@@ -333,11 +394,15 @@ int main(int argc, char **argv)
     recpipe__v1__retrieve_request__init(&L.req);
     slot *slots = calloc((size_t)window, sizeof *slots);
     for (int i = 0; i < window; i++) rp_arena_create(0, &slots[i].arena);
-    /* Warm-up, then the measured run. */
-    for (int phase = 0; phase < 2; phase++) {
+    /* Warm-up, the measured run, then the same stream with upserts alongside. */
+    upserter up = {.target = target, .cl = cl};
+    rp_hist_reset(&up.hist);
+    pthread_t upth;
+    for (int phase = 0; phase < 3; phase++) {
         L.ok = L.failed = 0;
         rp_hist_reset(&L.hist);
-        double secs = phase == 0 ? 1.0 : seconds;
+        double secs = phase == 0 ? 1.0 : phase == 1 ? seconds : seconds / 2;
+        if (phase == 2) pthread_create(&upth, NULL, upsert_main, &up);
         double cpu0 = proc_cpu_s(pid);
         uint64_t t0 = rp_now_ns();
         L.end = t0 + (uint64_t)(secs * 1e9);
@@ -346,6 +411,33 @@ int main(int argc, char **argv)
         double el = (double)(rp_now_ns() - t0) / 1e9;
         double cpu1 = proc_cpu_s(pid);
         if (phase == 0) continue;
+        if (phase == 2) {
+            atomic_store(&up.stop, 1);
+            pthread_join(upth, NULL);
+            printf("with upserts alongside (1 item every ~20 ms, %llu done, %llu failed): Retrieve %.0f calls/s, "
+                   "p50 %.2f ms, p99 %.2f ms; UpsertItems p50 %.2f ms, p99 %.2f ms; stale answers after an upsert: "
+                   "%llu of %llu\n",
+                   (unsigned long long)up.n, (unsigned long long)up.failed, (double)L.ok / el,
+                   (double)rp_hist_percentile(&L.hist, 50) / 1e6, (double)rp_hist_percentile(&L.hist, 99) / 1e6,
+                   (double)rp_hist_percentile(&up.hist, 50) / 1e6, (double)rp_hist_percentile(&up.hist, 99) / 1e6,
+                   (unsigned long long)up.stale, (unsigned long long)up.n);
+            if (out) {
+                FILE *f = fopen(out, "a");
+                if (f) {
+                    fprintf(f,
+                            "{\"upserts\":%llu,\"upsert_failed\":%llu,\"upsert_p50_ms\":%.3f,\"upsert_p99_ms\":%.3f,"
+                            "\"stale_after_upsert\":%llu,\"retrieve_qps_during_upserts\":%.1f,"
+                            "\"retrieve_p50_ms_during_upserts\":%.3f,\"retrieve_p99_ms_during_upserts\":%.3f}\n",
+                            (unsigned long long)up.n, (unsigned long long)up.failed,
+                            (double)rp_hist_percentile(&up.hist, 50) / 1e6,
+                            (double)rp_hist_percentile(&up.hist, 99) / 1e6, (unsigned long long)up.stale,
+                            (double)L.ok / el, (double)rp_hist_percentile(&L.hist, 50) / 1e6,
+                            (double)rp_hist_percentile(&L.hist, 99) / 1e6);
+                    fclose(f);
+                }
+            }
+            continue;
+        }
         double qps = (double)L.ok / el;
         double cpu_call_us = (cpu1 - cpu0) * 1e6 / (double)(L.ok ? L.ok : 1);
         printf("gRPC Retrieve, %d server threads, %d in flight: %.0f calls/s (%.0f%% of in-process FAISS, %.0f%% of "
