@@ -30,7 +30,8 @@
 /* "OK", "DEADLINE_EXCEEDED", ...; "UNKNOWN_STATUS" outside 0..16. Static string. */
 const char *lt_status_name(int code);
 
-/* Live figures, handed to the progress callback about every 250 ms. */
+/* Live figures, handed to the progress callback about every 250 ms, on the thread that
+ * called lt_run. */
 typedef struct lt_progress {
     double elapsed_s;  /* since the start, warmup included */
     double total_s;    /* warmup + duration */
@@ -77,7 +78,9 @@ typedef struct lt_second {
 } lt_second;
 
 typedef struct lt_result {
-    lt_config cfg; /* as run (pointers are borrowed from the caller's config) */
+    /* As run. Its pointers (target, workload) are the caller's: the reports read them,
+     * so keep them alive until the result is freed. */
+    lt_config cfg;
     bool open_loop;
     /* Calls whose intended start fell in the measured window, whatever their status:
      * a call that timed out or failed counts at the time it took to fail. */
