@@ -84,6 +84,43 @@ static double median(const double *t, int n)
     return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
 }
 
+/* Fold-in, as the retrieval service runs it per request (one thread, scratch given):
+ * microseconds per call for histories of FOLD_N[i] distinct items, mean of many calls. */
+#define FOLD_SIZES 4
+static const uint32_t FOLD_N[FOLD_SIZES] = {5, 20, 50, 200};
+
+static void foldin_bench(const ret_als_model *model, double *us)
+{
+    rp_error err = {0};
+    ret_als_gram *g = NULL;
+    if (ret_als_gram_create(model->item_factors, model->n_items, model->k, model->reg, &g, &err)) {
+        fprintf(stderr, "bench_als: %s\n", rp_error_text(&err));
+        exit(1);
+    }
+    void *scratch = malloc(ret_als_fold_in_scratch(model->k, 200));
+    uint32_t items[200];
+    float out[RET_ALS_MAX_FACTORS];
+    uint64_t s = 12345;
+    for (int i = 0; i < FOLD_SIZES; i++) {
+        int calls = 2000;
+        uint64_t t0 = rp_now_ns();
+        for (int c = 0; c < calls; c++) {
+            for (uint32_t j = 0; j < FOLD_N[i]; j++) {
+                s = s * 6364136223846793005ull + 1442695040888963407ull;
+                items[j] = (uint32_t)((s >> 33) % model->n_items);
+            }
+            if (ret_als_fold_in(model->item_factors, model->n_items, g, items, NULL, FOLD_N[i],
+                                model->alpha, scratch, out, &err)) {
+                fprintf(stderr, "bench_als: %s\n", rp_error_text(&err));
+                exit(1);
+            }
+        }
+        us[i] = (double)(rp_now_ns() - t0) / 1e3 / calls;
+    }
+    free(scratch);
+    ret_als_gram_free(g);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -143,7 +180,7 @@ int main(int argc, char **argv)
     p.iters = iters;
     if (repeats < 1) repeats = 1;
     if (repeats > 64) repeats = 64;
-    double best = 1e30, times[64], cpu_best = 1e30;
+    double best = 1e30, times[64], cpu_best = 1e30, fold_us[FOLD_SIZES];
     for (int rep = 0; rep < repeats; rep++) {
         double c0 = cpu_seconds();
         ret_als_model *model = NULL;
@@ -156,6 +193,7 @@ int main(int argc, char **argv)
         printf("run %d: %.3f s wall, %.3f s CPU\n", rep + 1, model->train_seconds, cpu);
         times[rep] = model->train_seconds;
         if (model->train_seconds < best) best = model->train_seconds;
+        if (rep == repeats - 1) foldin_bench(model, fold_us);
         ret_als_model_free(model);
     }
     const char *ct = getenv("OPENBLAS_CORETYPE");
@@ -163,6 +201,9 @@ int main(int argc, char **argv)
            "best=%.3f s median=%.3f s cpu=%.3f s cores=%d OPENBLAS_CORETYPE=%s load1=%.2f\n",
            nu, ni, (unsigned long long)m->nnz, factors, iters, best, median(times, repeats),
            cpu_best, rp_ncores(), ct ? ct : "(unset)", load1());
+    printf("fold-in (one thread, k=%u): %.1f us for 5 items, %.1f for 20, %.1f for 50, %.1f "
+           "for 200\n",
+           factors, fold_us[0], fold_us[1], fold_us[2], fold_us[3]);
     if (argc > 5) {
         FILE *o = fopen(argv[5], "w");
         if (!o) {
@@ -174,9 +215,11 @@ int main(int argc, char **argv)
                 "\"items\":%zu,\"interactions\":%llu,\"factors\":%u,\"iters\":%u,"
                 "\"repeats\":%d,\"best_s\":%.4f,\"median_s\":%.4f,\"cores\":%d,"
                 "\"cpu_s\":%.4f,\"openblas_coretype\":\"%s\",\"load1\":%.2f,"
-                "\"numpy_reference_s\":9.0,\"goal_s\":1.0}\n",
+                "\"numpy_reference_s\":9.0,\"goal_s\":1.0,\"foldin_us\":{\"5\":%.2f,"
+                "\"20\":%.2f,\"50\":%.2f,\"200\":%.2f}}\n",
                 nu, ni, (unsigned long long)m->nnz, factors, iters, repeats, best,
-                median(times, repeats), rp_ncores(), cpu_best, ct ? ct : "(unset)", load1());
+                median(times, repeats), rp_ncores(), cpu_best, ct ? ct : "(unset)", load1(),
+                fold_us[0], fold_us[1], fold_us[2], fold_us[3]);
         fclose(o);
     }
     ret_als_matrix_free(m);

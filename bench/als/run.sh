@@ -1,7 +1,8 @@
 #!/bin/sh
 # bench/als/run.sh BUILD_DIR — iALS training time on ml-latest-small (610 users, 9,724
 # rated items, 100,836 interactions), 64 factors, 10 sweeps, all cores; best and median
-# of 5 runs. A numpy reference takes about 9 s on this machine; the goal is under 1 s.
+# of 5 runs (a numpy reference takes about 9 s on this machine; the goal is under 1 s),
+# and the fold-in cost per request (one thread, histories of 5/20/50/200 items).
 # Runs once with OPENBLAS_CORETYPE as the machine sets it (bench/results/als.json) and
 # once with it unset for this command only, so OpenBLAS auto-detects the core
 # (bench/results/als-autodetect.json). The trainer spends almost all its time in its own
