@@ -1,5 +1,6 @@
 /* The ANN wrapper: the only code that calls the FAISS C API (through faiss_shim.cpp). */
 #include "idx/ann.h"
+#include "faiss_ext.h"
 
 #include <faiss/c_api/AutoTune_c.h>
 #include <faiss/c_api/IndexIVF_c.h>
@@ -189,6 +190,26 @@ int idx_ann_search_batch(const idx_ann *a, size_t nq, const float *q, size_t k, 
                              i / a->dim, i % a->dim);
     if (faiss_Index_search(a->index, (idx_t)nq, q, (idx_t)k, scores, labels) != 0)
         return faiss_fail(err, RP_EFAISS, "search");
+    return RP_OK;
+}
+
+int idx_ann_search_param(const idx_ann *a, size_t nq, const float *q, size_t k, double value,
+                         float *scores, int64_t *labels, rp_error *err)
+{
+    if (!a->param[0])
+        return rp_errorf(err, RP_EINVAL, "%s: the index has no search parameter to set",
+                         a->factory[0] ? a->factory : "index");
+    if (!isfinite(value) || value < 1 || value > 1e7)
+        return rp_errorf(err, RP_EINVAL, "%s: %g is outside 1..1e7", a->param, value);
+    if (k < 1 || k > MAX_K) return rp_errorf(err, RP_EINVAL, "k: %zu is outside 1..%d", k, MAX_K);
+    if (nq == 0) return RP_OK;
+    for (size_t i = 0; i < nq * a->dim; i++)
+        if (!isfinite(q[i]))
+            return rp_errorf(err, RP_EINVAL, "query %zu: component %zu is not finite",
+                             i / a->dim, i % a->dim);
+    if (idx__faiss_search_param(a->index, (idx_t)nq, q, (idx_t)k, a->param, value, scores,
+                                labels) != 0)
+        return faiss_fail(err, RP_EINVAL, "search");
     return RP_OK;
 }
 

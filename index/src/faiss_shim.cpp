@@ -11,6 +11,7 @@
 #include <faiss/AutoTune.h>
 #include <faiss/Index.h>
 #include <faiss/IndexIVF.h>
+#include <faiss/IndexPreTransform.h>
 #include <faiss/index_factory.h>
 #include <faiss/index_io.h>
 #include <faiss/impl/FaissException.h>
@@ -24,7 +25,10 @@
 #include <faiss/c_api/index_io_c.h>
 #include <faiss/c_api/macros_impl.h>
 
+#include "faiss_ext.h"
+
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <string>
 
@@ -175,6 +179,37 @@ int faiss_ParameterSpace_set_index_parameter(const FaissParameterSpace *space,
 {
     try {
         cpp(space)->set_index_parameter(cpp(index), name, value);
+    }
+    CATCH_AND_HANDLE
+}
+
+int idx__faiss_search_param(const FaissIndex *index, idx_t n, const float *x, idx_t k,
+                            const char *name, double value, float *distances, idx_t *labels)
+{
+    try {
+        const faiss::Index *top = cpp(index);
+        const faiss::Index *inner = top;
+        auto *pre = dynamic_cast<const faiss::IndexPreTransform *>(top);
+        if (pre) inner = pre->index;
+        faiss::SearchParametersIVF ivf;
+        faiss::SearchParameters *p = nullptr;
+        // IVF only: 1.7.3's IndexHNSW::search accepts SearchParametersHNSW but its
+        // graph walk keeps the index's own efSearch (measured: results of a per-call
+        // efSearch=40 differ from efSearch set to 40), so it is refused here.
+        if (!std::strcmp(name, "nprobe") && dynamic_cast<const faiss::IndexIVF *>(inner)) {
+            ivf.nprobe = static_cast<size_t>(value);
+            p = &ivf;
+        } else {
+            FAISS_THROW_FMT("%s cannot be set for one search on this index (IVF nprobe "
+                            "only; set it with ParameterSpace instead)",
+                            name);
+        }
+        faiss::SearchParametersPreTransform outer;
+        if (pre) {
+            outer.index_params = p;
+            p = &outer;
+        }
+        top->search(n, x, k, distances, labels, p);
     }
     CATCH_AND_HANDLE
 }

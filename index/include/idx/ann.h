@@ -83,6 +83,15 @@ const char *idx_ann_param_name(const idx_ann *a);
 /* Sets one parameter ("nprobe", 16). RP_EINVAL when the index has no such parameter,
  * with FAISS's message. */
 int idx_ann_set_param(idx_ann *a, const char *name, double value, rp_error *err);
+/*
+ * Like idx_ann_search_batch with the knob set to `value` for this call only: the index
+ * is not modified, so this is safe alongside other searches (idx_ann_set_param is not).
+ * A service uses it to search wider for one request without a second copy of the index.
+ * IVF nprobe only (also under a PCA/OPQ pre-transform): RP_EINVAL with FAISS's message
+ * for HNSW (FAISS 1.7.3 ignores a per-call efSearch), Flat, or other wrappers.
+ */
+int idx_ann_search_param(const idx_ann *a, size_t nq, const float *q, size_t k, double value,
+                         float *scores, int64_t *labels, rp_error *err);
 /* The current value of the knob (0 when there is none). */
 double idx_ann_param_value(const idx_ann *a);
 /* The IVF list count parsed from the factory string (0 when not IVF). */

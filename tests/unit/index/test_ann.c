@@ -117,6 +117,15 @@ static void test_sift_ivf_tuned_reaches_target(void **state)
     float *scores = malloc(S.nq * 100 * sizeof *scores);
     E(idx_ann_search_batch(a, S.nq, S.query, 100, scores, labels, &err));
     assert_true(idx_recall_at(S.nq, 100, labels, 100, truth, 100) < 0.95);
+    /* Per-call knob: the index keeps its setting; results match a set_param search. */
+    E(idx_ann_set_param(a, "nprobe", t.value, &err));
+    int64_t *wide = malloc(S.nq * 100 * sizeof *wide);
+    E(idx_ann_search_param(a, S.nq, S.query, 100, 64, scores, wide, &err));
+    assert_true(idx_ann_param_value(a) == t.value);
+    assert_true(idx_recall_at(S.nq, 100, wide, 100, truth, 100) > 0.999);
+    E(idx_ann_search_param(a, S.nq, S.query, 100, t.value - 1, scores, wide, &err));
+    assert_memory_equal(wide, labels, S.nq * 100 * sizeof *wide);
+    free(wide);
     /* At the tuned value, recall against the official ground truth holds too. */
     E(idx_ann_set_param(a, "nprobe", t.value, &err));
     E(idx_ann_search_batch(a, S.nq, S.query, 100, scores, labels, &err));
@@ -168,8 +177,34 @@ static void test_hnsw_efsearch_and_ip(void **state)
     E(idx_ann_tune(a, 50, S.query, 100, truth, 0.9, &t, &err));
     assert_string_equal(t.param, "efSearch");
     assert_true(t.reached && t.recall >= 0.9 && t.value >= 16);
+    /* FAISS 1.7.3 does not honour a per-call efSearch: refused, not silently ignored. */
+    float sc1[10];
+    int64_t l1[10];
+    assert_int_equal(idx_ann_search_param(a, 1, S.query, 10, 40, sc1, l1, &err), RP_EINVAL);
+    assert_non_null(strstr(err.msg, "efSearch"));
     idx_ann_close(a);
     free(truth);
+}
+
+/* A wrapped index (PCA pre-transform): the knob still reaches the IVF inside, both ways. */
+static void test_wrapped_ivf_knob(void **state)
+{
+    (void)state;
+    rp_error err = {0};
+    idx_ann *a;
+    E(idx_ann_create("PCA32,IVF16,Flat", S.d, IDX_METRIC_L2, &a, &err));
+    assert_string_equal(idx_ann_param_name(a), "nprobe");
+    E(idx_ann_build(a, 4000, S.base, &err));
+    float s1[10 * 10], s2[10 * 10];
+    int64_t l1[10 * 10], l2[10 * 10];
+    E(idx_ann_set_param(a, "nprobe", 16, &err));
+    E(idx_ann_search_batch(a, 10, S.query, 10, s1, l1, &err));
+    E(idx_ann_set_param(a, "nprobe", 1, &err));
+    E(idx_ann_search_param(a, 10, S.query, 10, 16, s2, l2, &err));
+    assert_memory_equal(l1, l2, sizeof l1);
+    E(idx_ann_search_batch(a, 10, S.query, 10, s2, l2, &err));
+    assert_memory_not_equal(l1, l2, sizeof l1); /* nprobe 1 really is narrower */
+    idx_ann_close(a);
 }
 
 static void test_errors_are_clear(void **state)
@@ -208,6 +243,8 @@ static void test_errors_are_clear(void **state)
     assert_int_equal(idx_ann_search(a, x, 0, s, l, &err), RP_EINVAL);
     assert_int_equal(idx_ann_set_param(a, "nprobe", 4, &err), RP_EINVAL);
     assert_non_null(strstr(err.msg, "nprobe"));
+    assert_int_equal(idx_ann_search_param(a, 1, x, 2, 4, s, l, &err), RP_EINVAL);
+    assert_non_null(strstr(err.msg, "no search parameter"));
     idx_ann_close(a);
     idx_ann_close(NULL);
 
@@ -271,6 +308,7 @@ int main(void)
         cmocka_unit_test(test_sift_flat_matches_ground_truth),
         cmocka_unit_test(test_sift_ivf_tuned_reaches_target),
         cmocka_unit_test(test_hnsw_efsearch_and_ip),
+        cmocka_unit_test(test_wrapped_ivf_knob),
         cmocka_unit_test(test_errors_are_clear),
         cmocka_unit_test(test_exact_topk_matches_flat),
         cmocka_unit_test(test_default_factory_rule),
