@@ -11,6 +11,7 @@
 
 #include <json-c/json.h>
 #include <math.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,6 +74,24 @@ done:
     ev_model_release(&pop);
     ev_model_release(&ret);
     return o;
+}
+
+static volatile sig_atomic_t interrupted;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+/* Ctrl-C or SIGTERM stops training after the current sweep; nothing is written. */
+static void catch_signals(void)
+{
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
 }
 
 int cmd_build(int argc, char **argv)
@@ -175,6 +194,8 @@ int cmd_build(int argc, char **argv)
     p.seed = (uint64_t)seed;
     p.threads = (int)threads;
     if (progress) p.progress = train_progress;
+    p.cancel = &interrupted;
+    catch_signals();
     if ((rc = ret_als_train(m, &p, &model, &err))) {
         exit_code = cli_fail("build: train embeddings", &err);
         goto done;
@@ -299,7 +320,16 @@ int cmd_build(int argc, char **argv)
     /* RANKER_HOOK: the ranking module trains the ranker here and adds its weights with
      * idx_builder_file(b, "ranker.bin", path, ...) before the commit below. */
 
-    /* 6. commit: the bundle appears complete, or not at all */
+    /* 6. commit: the bundle appears complete, or not at all. Until here an interrupt
+     * is answered by removing the temporary bundle (idx_builder_abort below); from
+     * here on it kills the process at once, leaving at most the builder's hidden temp
+     * directory, never a bundle. */
+    if (interrupted) {
+        exit_code = cli_fail("build", &(rp_error){RP_ECANCELED, "interrupted"});
+        goto done;
+    }
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
     idx_build_report rep;
     rc = idx_builder_commit(b, force, &rep, &err);
     b = NULL; /* consumed */

@@ -8,6 +8,7 @@
 #include "ret/als.h"
 #include "rp/threads.h"
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -18,6 +19,24 @@ static void train_progress(void *ctx, uint32_t sweep, uint32_t sweeps, double el
     const char *what = ctx;
     fprintf(stderr, "\r%s: sweep %u/%u (%.2f s)%s", what, sweep, sweeps, elapsed,
             sweep == sweeps ? "\n" : "");
+}
+
+static volatile sig_atomic_t interrupted;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+/* Ctrl-C or SIGTERM stops training after the current sweep; nothing is written. */
+static void catch_signals(void)
+{
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
 }
 
 int cmd_train_embeddings(int argc, char **argv)
@@ -92,8 +111,14 @@ int cmd_train_embeddings(int argc, char **argv)
         p.progress = train_progress;
         p.progress_ctx = "train embeddings";
     }
+    p.cancel = &interrupted;
+    catch_signals();
     if ((rc = ret_als_train(m, &p, &model, &err))) {
         exit_code = cli_fail("train embeddings", &err);
+        goto done;
+    }
+    if (interrupted) {
+        exit_code = cli_fail("train embeddings", &(rp_error){RP_ECANCELED, "interrupted"});
         goto done;
     }
     if ((rc = idx_tmpdir_near(out, tmp, sizeof tmp, &err))) {

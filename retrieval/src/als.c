@@ -525,6 +525,12 @@ int ret_als_train(const ret_als_matrix *m, const ret_als_params *p, ret_als_mode
                            it + 1, (double)p->reg);
             goto fail;
         }
+        if (p->cancel && *p->cancel) {
+            openblas_set_num_threads(blas_threads);
+            rc = rp_errorf(err, RP_ECANCELED, "ALS training interrupted after sweep %u of %u",
+                           it + 1, p->iters);
+            goto fail;
+        }
         if (p->progress)
             p->progress(p->progress_ctx, it + 1, p->iters, (double)(rp_now_ns() - t0) / 1e9);
     }

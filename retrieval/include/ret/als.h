@@ -24,6 +24,7 @@
 #include "idx/dataset.h"
 #include "rp/err.h"
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -68,6 +69,9 @@ typedef struct ret_als_params {
     int threads;       /* OpenMP threads for the row solves; <= 0: all cores */
     ret_als_progress_fn progress; /* may be NULL */
     void *progress_ctx;
+    /* When non-NULL and set (e.g. by a SIGINT handler), training stops after the
+     * current sweep with RP_ECANCELED. */
+    const volatile sig_atomic_t *cancel;
 } ret_als_params;
 
 /* Fills p with the defaults above (the reference: 64 factors, λ 30, alpha 5, 10 sweeps). */
@@ -89,7 +93,7 @@ typedef struct ret_als_model {
  * Users or items without interactions get zero vectors.
  * RP_EINVAL (a parameter out of range, named with its limit), RP_ENOMEM,
  * RP_EINTERNAL when a normal equation is not positive definite (only possible with
- * reg = 0 and degenerate data).
+ * reg = 0 and degenerate data), RP_ECANCELED when p->cancel was set.
  */
 int ret_als_train(const ret_als_matrix *m, const ret_als_params *p, ret_als_model **out,
                   rp_error *err);

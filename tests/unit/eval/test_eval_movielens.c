@@ -250,6 +250,15 @@ static void test_bad_invocations(void **state)
                      1);
     assert_int_not_equal(stat(path, &st), 0);
     assert_int_equal(run("ls -a %s | grep -q tmp-", tmp), 1); /* no temp directory left */
+    /* Ctrl-C during training stops after the current sweep: exit 1 naming the
+     * interruption, no bundle and no temporary directory */
+    assert_int_equal(run("'%s' build --data %s/data --out %s/never --iters 1000 >/dev/null "
+                         "2>%s/err.txt & p=$!; sleep 3; kill -INT $p; wait $p",
+                         bin, tmp, tmp, tmp),
+                     1);
+    assert_int_equal(run("grep -q interrupted %s/err.txt", tmp), 0);
+    assert_int_not_equal(stat(path, &st), 0);
+    assert_int_equal(run("ls -a %s | grep -q tmp-", tmp), 1);
     /* popularity alone needs no bundle */
     assert_int_equal(run("'%s' eval --data %s/data --k 5 >/dev/null", bin, tmp), 0);
 }
