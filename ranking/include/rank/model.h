@@ -132,7 +132,9 @@ typedef struct rank_cand {
 } rank_cand;
 
 /* A per-thread workspace: every buffer scoring needs, sized once for the model's shape
- * (and grown, never per candidate). Not thread-safe; one per thread. */
+ * (history window, a chunk of candidates). Not thread-safe; one per thread. It reads the
+ * model it was created for: use it only with that model, and free it before the model.
+ * rank_ws_create returns RP_OK or RP_ENOMEM. */
 typedef struct rank_ws rank_ws;
 int rank_ws_create(const rank_model *m, rank_ws **out);
 void rank_ws_free(rank_ws *ws);
@@ -143,8 +145,9 @@ void rank_ws_free(rank_ws *ws);
  * the gaps are measured to. Writes probabilities to scores[n_cands]; when best_hist is
  * not NULL also the index into hist of the event with the largest attention weight
  * (-1 when the history is empty) and that weight to best_weight. All candidates are
- * scored together as matrix products; nothing is allocated per call unless the
- * workspace must grow. Returns RP_OK or RP_ENOMEM.
+ * scored together as matrix products, in chunks sized by the workspace, so any n_cands
+ * works and nothing is allocated per call. Thread-safe for distinct workspaces (the
+ * model is only read). Returns RP_OK.
  */
 int rank_score(const rank_model *m, rank_ws *ws, const rank_event *hist, uint32_t n_hist,
                int64_t now, const rank_cand *cands, uint32_t n_cands, float *scores,
