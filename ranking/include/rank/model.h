@@ -133,7 +133,7 @@ typedef struct rank_cand {
 
 /* A per-thread workspace: every buffer scoring needs, sized once for the model's shape
  * (history window, a chunk of candidates). Not thread-safe; one per thread. It reads the
- * model it was created for: use it only with that model, and free it before the model.
+ * model it was created for: use it only with that model (freeing it reads nothing of it).
  * rank_ws_create returns RP_OK or RP_ENOMEM. */
 typedef struct rank_ws rank_ws;
 int rank_ws_create(const rank_model *m, rank_ws **out);
