@@ -303,7 +303,7 @@ static int recommend(rp_call *call, const ProtobufCMessage *msg, ProtobufCMessag
         goto fail;
     }
     for (size_t i = 0; i < nhist; i++) drop[i] = hist[i].item_id;
-    memcpy(drop + nhist, req->exclude_ids, req->n_exclude_ids * sizeof *drop);
+    if (req->n_exclude_ids) memcpy(drop + nhist, req->exclude_ids, req->n_exclude_ids * sizeof *drop);
     ndrop = gw_sort_unique(drop, ndrop);
 
     Recpipe__V1__Event *evs = rp_arena_alloc(a, (nhist + 1) * sizeof *evs);
