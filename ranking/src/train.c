@@ -426,8 +426,6 @@ static int check_opts(const rank_train_opts *o, rp_error *err)
     return RP_OK;
 }
 
-void openblas_set_num_threads(int);
-
 int rank_train(const idx_dataset *ds, const uint32_t *take, const float *serve_factors,
                uint32_t serve_k, const rank_train_opts *o, rank_model **out,
                rank_train_report *rep, rp_error *err)
@@ -452,6 +450,7 @@ int rank_train(const idx_dataset *ds, const uint32_t *take, const float *serve_f
     uint8_t *mark = NULL;
     scored *top = NULL;
     rank_model *m = NULL;
+    int blas_threads = 0;
 
     full = malloc((size_t)NU * sizeof *full);
     cut = malloc((size_t)NU * sizeof *cut);
@@ -599,6 +598,8 @@ int rank_train(const idx_dataset *ds, const uint32_t *take, const float *serve_f
         if (rank__ws_create(m, o->group, o->group, 1, &t.tws[q]) || rank_ws_create(m, &t.iws[q]))
             goto nomem;
     }
+    /* BLAS single-threaded inside the OpenMP loop over groups; restored at the end. */
+    blas_threads = openblas_get_num_threads();
     openblas_set_num_threads(1);
 
     double best_metric = -1;
@@ -660,6 +661,7 @@ nomem:
     rc = rp_errorf(err, RP_ENOMEM, "ranker training: out of memory");
 fail:
 done:
+    if (blas_threads > 0) openblas_set_num_threads(blas_threads);
     if (t.tws && t.iws && t.tgrad)
         for (int q = 0; q < t.threads; q++) {
             rank_ws_free(t.tws[q]);
