@@ -425,10 +425,14 @@ int ret_service_reload(ret_service *s, const char *path, char *prev, char *now, 
     if (now) snprintf(now, 64, "%s", rb->version);
     char ver[64];
     snprintf(ver, sizeof ver, "%s", rb->version);
+    /* Counted before the swap, so that a Status showing the new version also counts it. */
+    atomic_fetch_add(&s->reloads, 1);
     rc = swap_in(s, rb, side, err);
     pthread_mutex_unlock(&s->admin_mu);
-    if (rc) return rc;
-    atomic_fetch_add(&s->reloads, 1);
+    if (rc) {
+        atomic_fetch_sub(&s->reloads, 1);
+        return rc;
+    }
     double secs = (double)(rp_now_ns() - t0) / 1e9;
     if (seconds) *seconds = secs;
     rp_info("retrieval", "bundle %s (version %s) swapped in after %.3f s", path, ver, secs);
