@@ -229,6 +229,8 @@ typedef struct imp {
     uint16_t *cats;
     size_t ncats, cats_cap;
     strtab catnames;
+    int cat_cols[3];     /* id, title, categories (-1: none) */
+    size_t cat_ncols;    /* 0: positional, 2 or 3 columns */
 
     raw_ev *ev;
     size_t nev, ev_cap;
@@ -382,30 +384,38 @@ oom:
 static int catalogue_record(imp *m, const char *path, idx_csv_rec *r, rp_error *err)
 {
     bool ml = m->o->items_format == IDX_ITEMS_ML100K;
-    size_t want = ml ? 24 : 3;
-    if (ml ? r->n != want : (r->n < 2 || r->n > 3)) {
-        if (ml)
-            return rp_errorf(err, RP_EPARSE,
-                             "%s:%" PRIu64 ": %zu columns, expected 24 "
-                             "(id|title|release date|video release date|IMDb URL|19 genre flags)",
-                             path, r->line, r->n);
-        if (r->n < 2)
-            return rp_errorf(err, RP_EPARSE,
-                             "%s:%" PRIu64 ": missing column 2 (title); expected id,title,categories",
-                             path, r->line);
+    int idc = 0, tc = 1, cc = r->n >= 3 ? 2 : -1;
+    if (ml && r->n != 24)
+        return rp_errorf(err, RP_EPARSE,
+                         "%s:%" PRIu64 ": %zu columns, expected 24 "
+                         "(id|title|release date|video release date|IMDb URL|19 genre flags)",
+                         path, r->line, r->n);
+    if (!ml && m->cat_ncols) { /* columns named by the header */
+        if (r->n != m->cat_ncols)
+            return rp_errorf(err, RP_EPARSE, "%s:%" PRIu64 ": %zu columns, expected %zu like the "
+                             "header (a title containing the separator must be quoted)",
+                             path, r->line, r->n, m->cat_ncols);
+        idc = m->cat_cols[0];
+        tc = m->cat_cols[1];
+        cc = m->cat_cols[2];
+    } else if (!ml && r->n < 2) {
+        return rp_errorf(err, RP_EPARSE,
+                         "%s:%" PRIu64 ": missing column 2 (title); expected id,title,categories",
+                         path, r->line);
+    } else if (!ml && r->n > 3) {
         return rp_errorf(err, RP_EPARSE,
                          "%s:%" PRIu64 ":%u: %zu columns, expected 3 (id,title,categories); "
                          "a title containing the separator must be quoted",
                          path, r->line, r->col[3], r->n);
     }
     uint64_t id;
-    int rc = parse_id(path, r, 0, "item id", &id, err);
+    int rc = parse_id(path, r, (size_t)idc, "item id", &id, err);
     if (rc) return rc;
     bool oom = false;
     uint32_t prev = u64map_get(&m->item_line, id, UINT32_MAX, &oom);
     if (prev != UINT32_MAX)
         return rp_errorf(err, RP_EPARSE, "%s:%" PRIu64 ":%u: item id %" PRIu64
-                         " is listed twice (first on line %u)", path, r->line, r->col[0], id, prev);
+                         " is listed twice (first on line %u)", path, r->line, r->col[idc], id, prev);
     if (m->nitems == m->items_cap) {
         size_t cap = m->items_cap ? m->items_cap * 2 : 1024;
         cat_item *p = realloc(m->items, cap * sizeof *p);
@@ -434,8 +444,8 @@ static int catalogue_record(imp *m, const char *path, idx_csv_rec *r, rp_error *
                 return rc;
             }
         }
-    } else if (r->n == 3) {
-        char *g = trim(r->field[2]);
+    } else if (cc >= 0) {
+        char *g = trim(r->field[cc]);
         if (strcmp(g, "(no genres listed)") != 0) {
             char *save = NULL;
             for (char *tok = strtok_r(g, "|", &save); tok; tok = strtok_r(NULL, "|", &save)) {
@@ -448,7 +458,7 @@ static int catalogue_record(imp *m, const char *path, idx_csv_rec *r, rp_error *
             }
         }
     }
-    if ((rc = add_title(m, trim(r->field[1]), &it->title))) {
+    if ((rc = add_title(m, trim(r->field[tc]), &it->title))) {
         m->ncats = ncats_before;
         return rp_errorf(err, RP_ENOMEM, "out of memory");
     }
@@ -457,6 +467,33 @@ static int catalogue_record(imp *m, const char *path, idx_csv_rec *r, rp_error *
         return rp_errorf(err, RP_ENOMEM, "out of memory");
     m->nitems++;
     return RP_OK;
+}
+
+/* A header naming the id and title columns (id, itemId, item_id, movieId, movie_id;
+ * title, name; categories, category, genres) maps them by name; other columns are then
+ * ignored. Otherwise columns are positional. */
+static void map_catalogue_header(imp *m, const idx_csv_rec *h)
+{
+    static const struct {
+        const char *name;
+        int role;
+    } names[] = {{"id", 0},         {"itemid", 0},     {"item_id", 0},  {"item", 0},
+                 {"movieid", 0},    {"movie_id", 0},   {"title", 1},    {"name", 1},
+                 {"categories", 2}, {"category", 2},   {"genres", 2},   {"genre", 2}};
+    int cols[3] = {-1, -1, -1};
+    for (size_t k = 0; k < h->n && k < 1024; k++) {
+        char b[32];
+        snprintf(b, sizeof b, "%s", h->field[k]);
+        const char *t = trim(b);
+        for (size_t j = 0; j < sizeof names / sizeof names[0]; j++) {
+            if (strcasecmp(t, names[j].name) != 0) continue;
+            if (cols[names[j].role] >= 0) return; /* named twice: stay positional */
+            cols[names[j].role] = (int)k;
+        }
+    }
+    if (cols[0] < 0 || cols[1] < 0) return;
+    memcpy(m->cat_cols, cols, sizeof cols);
+    m->cat_ncols = h->n;
 }
 
 static int read_catalogue(imp *m, rp_error *err)
@@ -495,7 +532,10 @@ static int read_catalogue(imp *m, rp_error *err)
         progress(m, "items", r, seen, size);
         if (first) {
             first = false;
-            if (header == 1 || (header == -1 && !is_number_start(rec.field[0]))) continue;
+            if (header == 1 || (header == -1 && !is_number_start(rec.field[0]))) {
+                map_catalogue_header(m, &rec);
+                continue;
+            }
         }
         rc = catalogue_record(m, o->items, &rec, err);
         if (rc == RP_EPARSE) rc = bad_line(m, rc, err);

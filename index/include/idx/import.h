@@ -11,7 +11,9 @@
  *   With a rating column events are EVENT_TYPE_RATING (5) carrying the rating; without,
  *   EVENT_TYPE_VIEW (1) with value 1.0. Without a timestamp column ts is 0.
  * - catalogue, format IDX_ITEMS_CSV: `id,title[,categories]`, '|'-separated categories,
- *   "(no genres listed)" meaning none, header detected as above.
+ *   "(no genres listed)" meaning none, header detected as above; a header naming the id
+ *   and title columns (id, itemId, item_id, item, movieId, movie_id; title, name;
+ *   categories, category, genres, genre) maps them by name and other columns are ignored.
  *   Format IDX_ITEMS_ML100K (MovieLens 100k u.item): '|'-separated, no quoting, no header,
  *   `id|title|release date|video release date|IMDb URL|` then 19 genre flags (0/1) for
  *   unknown, Action, Adventure, Animation, Children's, Comedy, Crime, Documentary, Drama,

@@ -263,6 +263,22 @@ static void test_tab_crlf_named_columns_no_rating(void **state)
     assert_int_equal(nd->events[1].ts, 9);
     idx_dataset_close(nd);
 
+    /* a catalogue header naming its columns in another order, with one to ignore */
+    const char *named_items = td_writes("i2.csv", "year,title,genres,movieId\n"
+                                                  "1999,\"Ten, the\",A|C,10\n2001,Twenty,,20\n");
+    o = (idx_import_opts){.ratings = ratings, .items = named_items, .out = td_path("named2"),
+                          .ratings_header = -1, .items_header = -1};
+    E(idx_import(&o, &st, &err));
+    assert_int_equal(st.catalogue_items, 2);
+    E(idx_dataset_open(td_path("named2"), &nd, &err));
+    uint32_t ti;
+    assert_true(idx_dataset_find_item(nd, 10, &ti));
+    assert_string_equal(nd->titles[ti], "Ten, the");
+    assert_int_equal(nd->item_cat_off[ti + 1] - nd->item_cat_off[ti], 2);
+    assert_string_equal(nd->category_names[nd->item_cats[nd->item_cat_off[ti] + 1]], "C");
+    assert_false(idx_dataset_find_item(nd, 1999, NULL));
+    idx_dataset_close(nd);
+
     /* explicit roles, '-' ignoring a column; a bad role list is EINVAL naming it */
     ratings = td_writes("r4.csv", "9,10,x,4\n8,20,y,4\n");
     o.ratings = ratings;
