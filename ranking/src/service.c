@@ -10,6 +10,7 @@
 #include "rp/log.h"
 
 #include <limits.h>
+#include <math.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <signal.h>
@@ -202,6 +203,11 @@ static int h_rank(rp_call *call, const ProtobufCMessage *reqm, ProtobufCMessage 
                                  "candidates[%u]: item_id %llu already appears at candidates[%u]",
                                  ids[i].pos, (unsigned long long)ids[i].id, ids[i - 1].pos);
     }
+    /* A NaN or infinite retrieval score is the caller's bug: refuse it, naming the field. */
+    for (size_t i = 0; i < nc; i++)
+        if (!isfinite(req->candidates[i]->retrieval_score))
+            return rp_errorf(err, RP_EINVAL, "candidates[%zu].retrieval_score: not a finite number",
+                             i);
     rank_state *st = pin(s);
     if (!st) return rp_no_bundle(err);
     int rc = RP_OK;
