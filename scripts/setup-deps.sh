@@ -11,6 +11,7 @@ PACKAGES=(
   libcmocka-dev libjson-c-dev libmicrohttpd-dev libssl-dev
   python3-grpcio python3-grpc-tools
   nghttp2-client libxml2-utils
+  clang libfuzzer-14-dev
 )
 
 missing=()
