@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include <limits.h>
+#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -262,6 +263,12 @@ static void test_limits_and_empty(void **state)
     fill(&r, 10, dup, 3, 0);
     assert_int_equal(call_rank(&r, a, &resp, &st), RP_EINVAL);
     assert_non_null(strstr(st.msg, "candidates[2]"));
+    /* a non-finite retrieval score is named */
+    rp_arena_reset(a);
+    fill(&r, 10, cand, 3, 0);
+    r.c[1].retrieval_score = NAN;
+    assert_int_equal(call_rank(&r, a, &resp, &st), RP_EINVAL);
+    assert_non_null(strstr(st.msg, "candidates[1].retrieval_score"));
     /* empty list: empty answer */
     rp_arena_reset(a);
     fill(&r, 10, cand, 0, 0);
