@@ -11,7 +11,8 @@
  *
  * Rank: up to RANK_MAX_CANDIDATES candidates (more: INVALID_ARGUMENT naming
  * "candidates" and the limit), up to RANK_MAX_HISTORY history events, no duplicate
- * candidate (INVALID_ARGUMENT naming the index and id). Unknown item ids use the shared
+ * candidate (INVALID_ARGUMENT naming the index and id), finite retrieval scores
+ * (INVALID_ARGUMENT naming candidates[i].retrieval_score). Unknown item ids use the shared
  * out-of-vocabulary embedding. An empty candidate list gets an empty answer. All
  * candidates are scored as one batch (rank_score) in a per-thread workspace; with
  * explain, each score names the history item with the largest attention weight.
