@@ -64,9 +64,11 @@ static int fold_history(const ret__bundle *rb, const ret_side *side,
         const Recpipe__V1__Event *e = req->history[j];
         if (!e) continue;
         if (e->type == RECPIPE__V1__EVENT_TYPE__EVENT_TYPE_DISMISS) continue;
+        /* As in training: one per event, or the rating when the bundle was trained on
+         * values; other events may carry an optional weight. */
         float w = 1.0f;
-        if (e->type != RECPIPE__V1__EVENT_TYPE__EVENT_TYPE_RATING && e->value > 0 && isfinite(e->value))
-            w = e->value;
+        bool rating = e->type == RECPIPE__V1__EVENT_TYPE__EVENT_TYPE_RATING;
+        if ((!rating || rb->use_value) && e->value > 0 && isfinite(e->value)) w = e->value;
         if (half_life_s > 0 && e->timestamp && e->timestamp < now)
             w *= (float)exp2(-(double)(now - e->timestamp) / half_life_s);
         /* Events of one item add up. */

@@ -116,11 +116,13 @@ static int collect_item(void *ctx, const idx_item_view *it, const float *emb)
 }
 
 /* The ALS hyper-parameters from the manifest's "training" object: "reg" and "alpha" at
- * its top level or one level down (e.g. {"als": {"reg": 30, ...}}). */
-static void training_params(const char *json, float *reg, float *alpha, int *found)
+ * its top level or one level down (e.g. {"als": {"reg": 30, ...}}), and whether the
+ * confidence was built from event values ("confidence": "1+alpha*sum(value)"). */
+static void training_params(const char *json, float *reg, float *alpha, int *use_value, int *found)
 {
     *reg = 30.0f;
     *alpha = 5.0f;
+    *use_value = 0;
     *found = 0;
     json_object *root = json ? json_tokener_parse(json) : NULL;
     if (!root) return;
@@ -142,6 +144,8 @@ static void training_params(const char *json, float *reg, float *alpha, int *fou
             *alpha = (float)json_object_get_double(v);
             *found |= 2;
         }
+        if (json_object_object_get_ex(objs[o], "confidence", &v) && json_object_is_type(v, json_type_string))
+            *use_value |= strstr(json_object_get_string(v), "value") != NULL;
     }
     json_object_put(root);
 }
@@ -242,7 +246,7 @@ static int bundle_load(const char *path, uint32_t shard, float content_lambda,
     }
     rb->n_items_total = cl.nall;
     int found;
-    training_params(m->training_json, &rb->reg, &rb->alpha, &found);
+    training_params(m->training_json, &rb->reg, &rb->alpha, &rb->use_value, &found);
     if (found != 3)
         rp_warn("retrieval", "bundle %s: no ALS reg/alpha in the manifest's training object; fold-in uses reg %g alpha %g",
                 path, (double)rb->reg, (double)rb->alpha);

@@ -22,6 +22,7 @@ typedef struct ret__bundle {
     ret_catalog *cat;       /* the shard's items */
     ret_als_gram *gram;     /* YᵀY + λI over every item of the bundle (fold-in) */
     float reg, alpha;       /* the ALS hyper-parameters the factors were trained with */
+    int use_value;          /* trained on event values ("1+alpha*sum(value)"), not counts */
     ret_content *content;   /* NULL when the bundle's items have no usable categories */
     char version[64];
     char path[PATH_MAX];
