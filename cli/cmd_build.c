@@ -6,6 +6,7 @@
 #include "ev/retrieval.h"
 #include "idx/bundle.h"
 #include "idx/dataset.h"
+#include "rank/build.h"
 #include "ret/als.h"
 #include "rp/threads.h"
 
@@ -99,7 +100,7 @@ int cmd_build(int argc, char **argv)
     const char *data = NULL, *out = NULL, *factory = NULL, *version = NULL;
     int64_t factors, iters, seed, shards, threads;
     double reg, alpha, target_recall;
-    bool holdout, use_value, force, do_eval;
+    bool holdout, use_value, force, do_eval, ranker;
     const rp_opt opts[] = {
         {"data", RP_OPT_STR, &data, NULL, 0, 0, "dataset directory (recpipe import)", true},
         {"out", RP_OPT_STR, &out, NULL, 0, 0, "bundle directory to create", true},
@@ -124,6 +125,8 @@ int cmd_build(int argc, char **argv)
          false},
         {"eval", RP_OPT_BOOL, &do_eval, "true", 0, 0,
          "with --holdout, record popularity and exact retrieval figures in the manifest", false},
+        {"ranker", RP_OPT_BOOL, &ranker, "true", 0, 0,
+         "train the ranking model into the bundle (--ranker=false skips it)", false},
         {"threads", RP_OPT_INT, &threads, "0", 0, 1024, "threads (0 = all cores)", false},
         {"force", RP_OPT_BOOL, &force, "false", 0, 0, "replace an existing bundle at --out",
          false},
@@ -317,8 +320,26 @@ int cmd_build(int argc, char **argv)
         }
     }
 
-    /* RANKER_HOOK: the ranking module trains the ranker here and adds its weights with
-     * idx_builder_file(b, "ranker.bin", path, ...) before the commit below. */
+    /* 5b. the ranker, trained behind these factors on the same split, into the bundle. */
+    if (ranker && !interrupted) {
+        rank_train_opts ro;
+        rank_train_opts_default(&ro);
+        ro.threads = (int)threads;
+        rank_train_report rr;
+        if ((rc = rank_build_step(b, ds, split ? split->take : NULL, model->item_factors,
+                                  model->k, &p, &ro, &rr, &err))) {
+            exit_code = cli_fail("build: ranker", &err);
+            goto done;
+        }
+        char rj[2048];
+        json_object *rjo = json_tokener_parse(rank_train_report_json(&rr, &ro.shape, rj, sizeof rj));
+        if (rjo) json_object_object_add(training, "ranker", rjo);
+        if ((rc = idx_builder_set_training_json(
+                 b, json_object_to_json_string_ext(training, JSON_C_TO_STRING_PLAIN), &err))) {
+            exit_code = cli_fail("build: manifest", &err);
+            goto done;
+        }
+    }
 
     /* 6. commit: the bundle appears complete, or not at all. Until here an interrupt
      * is answered by removing the temporary bundle (idx_builder_abort below); from

@@ -6,6 +6,7 @@
 #include "ev/retrieval.h"
 #include "idx/bundle.h"
 #include "idx/dataset.h"
+#include "rank/build.h"
 #include "rp/log.h"
 #include "rp/threads.h"
 
@@ -93,7 +94,9 @@ int cmd_eval(int argc, char **argv)
         fprintf(stderr, "recpipe eval: %s\nTry 'recpipe eval --help'.\n", rp_error_text(&err));
         return RP_EXIT_USAGE;
     }
-    bool want_pop = false, want_ret = false;
+    bool want_pop = false, want_ret = false, want_pipe = false;
+    /* The default list adds `pipeline` when the bundle carries a ranker. */
+    bool default_models = strcmp(models_list, "popularity,retrieval") == 0;
     {
         char buf[256];
         snprintf(buf, sizeof buf, "%s", models_list);
@@ -102,19 +105,20 @@ int cmd_eval(int argc, char **argv)
                 want_pop = true;
             else if (!strcmp(t, "retrieval"))
                 want_ret = true;
-            /* EV_PIPELINE_HOOK: the ranking module accepts "pipeline" here. */
+            else if (!strcmp(t, "pipeline"))
+                want_pipe = true;
             else {
                 fprintf(stderr,
                         "recpipe eval: --models: unknown model '%s' (known: popularity, "
-                        "retrieval)\nTry 'recpipe eval --help'.\n",
+                        "retrieval, pipeline)\nTry 'recpipe eval --help'.\n",
                         t);
                 return RP_EXIT_USAGE;
             }
         }
     }
-    if (want_ret && !bundle_dir) {
-        if (strcmp(models_list, "popularity,retrieval") != 0) {
-            fprintf(stderr, "recpipe eval: --models retrieval needs --bundle\n"
+    if ((want_ret || want_pipe) && !bundle_dir) {
+        if (!default_models) {
+            fprintf(stderr, "recpipe eval: --models retrieval and pipeline need --bundle\n"
                             "Try 'recpipe eval --help'.\n");
             return RP_EXIT_USAGE;
         }
@@ -149,13 +153,14 @@ int cmd_eval(int argc, char **argv)
         }
         n_models++;
     }
-    if (want_ret) {
+    uint32_t k = 0;
+    float reg = 0, alpha = 0;
+    if (want_ret || want_pipe) {
         if ((rc = idx_bundle_open(bundle_dir, &bundle, &err))) {
             exit_code = cli_fail("eval: open bundle", &err);
             goto done;
         }
-        uint32_t k = 0, missing = 0;
-        float reg = 0, alpha = 0;
+        uint32_t missing = 0;
         if ((rc = ev_bundle_factors(ds, bundle, &factors, &k, &reg, &alpha, &missing, &err))) {
             exit_code = cli_fail("eval: bundle", &err);
             goto done;
@@ -172,14 +177,23 @@ int cmd_eval(int argc, char **argv)
                             "events included: retrieval figures are optimistic (build with "
                             "--holdout)\n");
         ev_retrieval_opts o = {factors, k, reg, alpha, exact ? NULL : bundle, use_value};
-        if ((rc = ev_model_retrieval(ds, &o, &models[n_models], &err))) {
+        if (want_ret && (rc = ev_model_retrieval(ds, &o, &models[n_models++], &err))) {
             exit_code = cli_fail("eval: retrieval", &err);
             goto done;
         }
-        n_models++;
+        char ranker_path[4096];
+        if (default_models && idx_bundle_file(bundle, RANK_BUNDLE_FILE, ranker_path,
+                                              sizeof ranker_path, NULL) == RP_OK)
+            want_pipe = true;
     }
-    /* EV_PIPELINE_HOOK: the ranking module adds the `pipeline` model here (retrieval
-     * top-200 reranked by the bundle's ranker), as one more entry of models[]. */
+    if (want_pipe) {
+        /* iALS's top 200 reranked by the bundle's ranker. */
+        if ((rc = rank_pipeline_from_bundle(ds, bundle, factors, k, reg, alpha, 200,
+                                            &models[n_models++], &err))) {
+            exit_code = cli_fail("eval: pipeline", &err);
+            goto done;
+        }
+    }
 
     for (size_t i = 0; i < n_models; i++) {
         if ((rc = ev_evaluate(ds, split, &models[i], ks, n_ks,

@@ -85,7 +85,8 @@ static void cand_base(const rank_model *m, const rank__user *u, const rank_cand 
 
 static void sim_from(float *f, const float *dots, uint32_t n)
 {
-    float mx = dots[0], sum = 0;
+    if (n == 0) return; /* cand_base left both features at 0 */
+    float mx = -INFINITY, sum = 0;
     for (uint32_t j = 0; j < n; j++) {
         if (dots[j] > mx) mx = dots[j];
         sum += dots[j];
