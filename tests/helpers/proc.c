@@ -1,16 +1,47 @@
 #include "helpers/proc.h"
 
 #include <dirent.h>
+#include <stdbool.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+/* Children still running, killed at exit: a failing assertion jumps past the test's
+ * tproc_cleanup, and the server must not outlive the test. */
+#define MAX_LIVE 64
+static pid_t live[MAX_LIVE];
+static int atexit_done;
+
+static void kill_live(void)
+{
+    for (int i = 0; i < MAX_LIVE; i++)
+        if (live[i] > 0) {
+            kill(live[i], SIGKILL);
+            waitpid(live[i], NULL, 0);
+            live[i] = 0;
+        }
+}
+
+static void track(pid_t pid, bool add)
+{
+    if (add && !atexit_done) {
+        atexit(kill_live);
+        atexit_done = 1;
+    }
+    for (int i = 0; i < MAX_LIVE; i++)
+        if (add ? live[i] == 0 : live[i] == pid) {
+            live[i] = add ? pid : 0;
+            return;
+        }
+}
 
 static long long now_ms(void)
 {
@@ -78,7 +109,10 @@ static int reap(tproc *p, int timeout_ms, int *status)
     long long until = now_ms() + timeout_ms;
     for (;;) {
         pid_t r = waitpid(p->pid, status, WNOHANG);
-        if (r == p->pid) return 0;
+        if (r == p->pid) {
+            track(p->pid, false);
+            return 0;
+        }
         if (r < 0 && errno != EINTR) return -1;
         if (now_ms() >= until) return 1;
         sleep_ms(5);
@@ -119,6 +153,8 @@ int tproc_start(tproc *p, char *const argv[], int timeout_ms)
             dup2(null, 1);
         }
         dup2(logfd, 2);
+        /* Dies with the test process, even when that one is killed (ctest timeout). */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         /* The test may block signals in its threads; the child starts clean. */
         sigset_t none;
         sigemptyset(&none);
@@ -129,6 +165,7 @@ int tproc_start(tproc *p, char *const argv[], int timeout_ms)
     }
     close(logfd);
     p->pid = pid;
+    track(pid, true);
     long long until = now_ms() + timeout_ms;
     for (;;) {
         char *log = tproc_log(p);
@@ -139,6 +176,7 @@ int tproc_start(tproc *p, char *const argv[], int timeout_ms)
         }
         int status;
         if (waitpid(pid, &status, WNOHANG) == pid) {
+            track(pid, false);
             snprintf(p->error, sizeof p->error, "%s exited (%s %d) before listening; its log:\n%.700s",
                      argv[0], WIFEXITED(status) ? "code" : "signal",
                      WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status), log ? log : "");

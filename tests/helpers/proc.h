@@ -11,7 +11,10 @@
  * The child's stderr goes to a file in a private temporary directory; its port is read
  * from the "listening" log line every rp_server prints (`"port":N`), so any service built
  * on the RPC layer works with port 0 and no extra flag. When the child dies before
- * listening, tproc_start fails and p.error quotes its log. Not thread-safe.
+ * listening, tproc_start fails and p.error quotes its log. Children are killed when the
+ * test process exits or dies, even if a failed assertion skipped tproc_cleanup (the
+ * kernel's parent-death signal follows the thread that started the child: call
+ * tproc_start from the test's main thread). Not thread-safe.
  */
 #ifndef TESTS_HELPERS_PROC_H
 #define TESTS_HELPERS_PROC_H
