@@ -102,8 +102,29 @@ static int teardown(void **state)
     return system(cmd) == 0 ? 0 : -1;
 }
 
+/* Every child started by the running test: its teardown kills what a failed assertion
+ * (which jumps out of the test) left running. */
+static tproc *started[8];
+static int nstarted;
+
+typedef struct stream stream;
+static stream *running; /* the hot-swap test's client stream, stopped by the teardown */
+static void stop_stream(stream *s);
+
+static int kill_children(void **state)
+{
+    (void)state;
+    if (running) stop_stream(running);
+    running = NULL;
+    for (int i = 0; i < nstarted; i++) tproc_cleanup(started[i]);
+    nstarted = 0;
+    return 0;
+}
+
 static void start(tproc *p, const char *bundle, const char *shard)
 {
+    memset(p, 0, sizeof *p);
+    if (nstarted < 8) started[nstarted++] = p;
     char *bin = getenv("RECPIPE_BIN");
     char *argv[] = {bin, "retrieval", "--bundle", (char *)bundle, "--listen", "127.0.0.1:0", "--threads", "2",
                     "--shard", (char *)(shard ? shard : "0"), NULL};
@@ -162,7 +183,7 @@ static void expect_invalid(const char *target, Recpipe__V1__RetrieveRequest *req
 static void test_retrieve(void **state)
 {
     (void)state;
-    tproc p;
+    static tproc p;
     start(&p, b1, NULL);
     char target[64];
     tproc_target(&p, target, sizeof target);
@@ -312,7 +333,7 @@ static int contains(const Recpipe__V1__RetrieveResponse *r, uint64_t id)
 static void test_upsert_delete(void **state)
 {
     (void)state;
-    tproc p;
+    static tproc p;
     start(&p, b1, NULL);
     char target[64];
     tproc_target(&p, target, sizeof target);
@@ -429,12 +450,21 @@ static void test_upsert_delete(void **state)
 
 /* ---- hot swap ---- */
 
-typedef struct stream {
+struct stream {
     const char *target;
     atomic_int stop;
     atomic_int ok, failed, wrong_version, v1, v2;
     char last_error[512];
-} stream;
+    pthread_t th[2];
+    int nth;
+};
+
+static void stop_stream(stream *s)
+{
+    atomic_store(&s->stop, 1);
+    for (int t = 0; t < s->nth; t++) pthread_join(s->th[t], NULL);
+    s->nth = 0;
+}
 
 static void *stream_main(void *arg)
 {
@@ -494,17 +524,19 @@ static void test_hot_swap(void **state)
     snprintf(tmp_link, sizeof tmp_link, "%s/current.new", dir);
     unlink(cur);
     assert_int_equal(symlink(b1, cur), 0);
-    tproc p;
+    static tproc p;
     start(&p, cur, NULL);
-    char target[64];
+    static char target[64];
     tproc_target(&p, target, sizeof target);
     rp_arena *a;
     assert_int_equal(rp_arena_create(0, &a), RP_OK);
     rp_status st;
 
-    stream s = {.target = target};
-    pthread_t th[2];
-    for (int t = 0; t < 2; t++) pthread_create(&th[t], NULL, stream_main, &s);
+    static stream s;
+    memset(&s, 0, sizeof s);
+    s.target = target;
+    running = &s;
+    for (int t = 0; t < 2; t++) pthread_create(&s.th[s.nth++], NULL, stream_main, &s);
     rp_sleep_ns(500 * 1000000ull);
     long rss_before = rss_kb(p.pid);
     uint64_t t0 = rp_now_ns();
@@ -521,8 +553,8 @@ static void test_hot_swap(void **state)
     }
     double swap_s = (double)(rp_now_ns() - t0) / 1e9;
     rp_sleep_ns(500 * 1000000ull);
-    atomic_store(&s.stop, 1);
-    for (int t = 0; t < 2; t++) pthread_join(th[t], NULL);
+    stop_stream(&s);
+    running = NULL;
     long rss_after = rss_kb(p.pid);
     printf("# hot swap: 20 reloads in %.2f s under %d calls (v1 %d, v2 %d), failed %d; RSS %ld kB before, %ld kB after\n",
            swap_s, atomic_load(&s.ok), atomic_load(&s.v1), atomic_load(&s.v2), atomic_load(&s.failed), rss_before,
@@ -587,7 +619,7 @@ static int by_score(const void *x, const void *y)
 static void test_shards_merge_to_unsharded(void **state)
 {
     (void)state;
-    tproc whole, sh[3];
+    static tproc whole, sh[3];
     start(&whole, s1, NULL);
     const char *shard_names[3] = {"0", "1", "2"};
     for (int i = 0; i < 3; i++) start(&sh[i], s3, shard_names[i]);
@@ -649,10 +681,10 @@ static void test_shards_merge_to_unsharded(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_retrieve),
-        cmocka_unit_test(test_upsert_delete),
-        cmocka_unit_test(test_hot_swap),
-        cmocka_unit_test(test_shards_merge_to_unsharded),
+        cmocka_unit_test_teardown(test_retrieve, kill_children),
+        cmocka_unit_test_teardown(test_upsert_delete, kill_children),
+        cmocka_unit_test_teardown(test_hot_swap, kill_children),
+        cmocka_unit_test_teardown(test_shards_merge_to_unsharded, kill_children),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
