@@ -596,17 +596,18 @@ static int h_upsert(rp_call *call, const ProtobufCMessage *reqm, ProtobufCMessag
         }
         up[n++] = (ret_side_upsert){it->item_id, it->created_at ? it->created_at : now, cats, nc, vec};
     }
+    /* The answer is allocated before the swap: once swapped in, the call must succeed. */
+    Recpipe__V1__UpsertItemsResponse *r = rp_arena_alloc(a, sizeof *r);
+    if (!r) {
+        rc = rp_errorf(err, RP_ENOMEM, "out of memory");
+        goto done;
+    }
     ret_side *side;
     rc = ret_side_upsert_items(st->side, rb->cat, up, n, &side, err);
     if (rc) goto done;
     atomic_fetch_add(&st->bundle->refs, 1);
     rc = swap_in(s, st->bundle, side, err);
     if (rc) goto done;
-    Recpipe__V1__UpsertItemsResponse *r = rp_arena_alloc(a, sizeof *r);
-    if (!r) {
-        rc = rp_errorf(err, RP_ENOMEM, "out of memory");
-        goto done;
-    }
     recpipe__v1__upsert_items_response__init(r);
     r->upserted = n;
     r->embedded_from_content = from_content;
