@@ -218,6 +218,10 @@ static int h_rank(rp_call *call, const ProtobufCMessage *reqm, ProtobufCMessage 
     }
     recpipe__v1__rank_response__init(r);
     r->bundle_version = rp_arena_strdup(a, st->version);
+    if (!r->bundle_version) {
+        rc = rp_errorf(err, RP_ENOMEM, "out of memory");
+        goto done;
+    }
     if (!nc) {
         *resp = &r->base;
         goto done;
