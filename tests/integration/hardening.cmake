@@ -10,3 +10,14 @@ add_dependencies(test_bad_input recpipe)
 # `recpipe ranking --bundle` until the subcommand table routes it (hc_spawn_ranking).
 target_compile_definitions(test_bad_input PRIVATE RANK_SERVER_HELPER="$<TARGET_FILE:rank_server_helper>")
 add_dependencies(test_bad_input rank_server_helper)
+
+# Faults: allocation failure in the handlers (in-process, every allocation in turn: the
+# wrapped allocators below), LMDB map full under Feedback, Ctrl-C during recpipe build.
+add_rp_test(test_faults TIMEOUT 240
+  SOURCES ${_hard}/test_faults.c
+  LIBS rp_retrieval rp_ranking rp_gateway rp_eval rp_index rp_common rp_proto PkgConfig::GRPC)
+target_include_directories(test_faults PRIVATE ${PROJECT_SOURCE_DIR}/tests/fuzz
+  ${PROJECT_SOURCE_DIR}/common/src)
+target_link_options(test_faults PRIVATE
+  -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=free,--wrap=rp_arena_alloc,--wrap=rp_arena_calloc,--wrap=rp_arena_strdup)
+add_dependencies(test_faults recpipe)
