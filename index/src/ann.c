@@ -1,5 +1,5 @@
 /* The ANN wrapper: the only code that calls the FAISS C API (through faiss_shim.cpp). */
-#include "idx/ann.h"
+#include "ann_int.h"
 #include "faiss_ext.h"
 
 #include <faiss/c_api/AutoTune_c.h>
@@ -241,6 +241,21 @@ int idx_ann_set_param(idx_ann *a, const char *name, double value, rp_error *err)
 double idx_ann_param_value(const idx_ann *a)
 {
     return a->param[0] ? a->param_value : 0;
+}
+
+int idx__ann_ivf_lists(const idx_ann *a, size_t n, const float *x, size_t k, int64_t *lists,
+                       rp_error *err)
+{
+    FaissIndexIVF *ivf = faiss_IndexIVF_cast(a->index);
+    FaissIndex *quantizer = ivf ? faiss_IndexIVF_quantizer(ivf) : NULL;
+    if (!quantizer) return rp_errorf(err, RP_EUNIMPL, "%s: not a bare IVF index", a->factory);
+    float *d = malloc(n * k * sizeof *d);
+    if (!d) return rp_errorf(err, RP_ENOMEM, "IVF lists: out of memory");
+    int rc = faiss_Index_search(quantizer, (idx_t)n, x, (idx_t)k, d, lists) != 0
+                 ? faiss_fail(err, RP_EFAISS, "IVF lists")
+                 : RP_OK;
+    free(d);
+    return rc;
 }
 
 uint32_t idx_ann_nlist(const idx_ann *a)

@@ -394,7 +394,8 @@ static int build_shard(idx_builder *b, uint32_t s, const size_t *rows, size_t n,
         }
         if ((rc = idx_exact_knn(b->metric, b->dim, n, x, ntq, tq, k, truth, err))) goto out;
         idx_tune_result t;
-        if ((rc = idx_ann_tune(a, ntq, tq, k, truth, b->index.target_recall, &t, err))) goto out;
+        if ((rc = idx_ann_tune_base(a, x, ntq, tq, k, truth, b->index.target_recall, &t, err)))
+            goto out;
         say(b, "shard %u: %s%s%g gives recall@%zu %.4f%s", s, t.param, t.param[0] ? "=" : "",
             t.value, k, t.recall, t.reached ? "" : " (below the target)");
         /* One setting for every shard: the largest any shard needs; the recall reported

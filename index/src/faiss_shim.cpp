@@ -152,6 +152,7 @@ int faiss_read_index_fname(const char *fname, int io_flags, FaissIndex **p_out)
 
 DEFINE_INDEX_DOWNCAST(IndexIVF)
 DEFINE_GETTER(IndexIVF, size_t, nlist)
+DEFINE_GETTER_PERMISSIVE(IndexIVF, FaissIndex *, quantizer)
 DEFINE_GETTER(IndexIVF, size_t, nprobe)
 DEFINE_SETTER(IndexIVF, size_t, nprobe)
 

@@ -1,5 +1,5 @@
 /* Recall auto-tuning: the smallest nprobe / efSearch that reaches a target recall. */
-#include "idx/ann.h"
+#include "ann_int.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,8 +23,71 @@ static int measure(probe *p, double value, double *recall, rp_error *err)
     return rc;
 }
 
-int idx_ann_tune(idx_ann *a, size_t nq, const float *q, size_t k, const int64_t *truth,
-                 double target, idx_tune_result *out, rp_error *err)
+/*
+ * For a bare IVF index over exact (Flat) codes, a true neighbour is returned at nprobe p
+ * exactly when its list is among the query's p nearest lists: the whole recall curve
+ * follows from one quantizer search of the queries and one assignment of the true
+ * neighbours, instead of one full search per candidate value. The result is a guess:
+ * it is confirmed by measuring (other codecs, ties), so it is never trusted blindly.
+ * Returns 0 when no guess can be made.
+ */
+static double ivf_guess(idx_ann *a, const float *base, size_t nq, const float *q, size_t k,
+                        const int64_t *truth, double target)
+{
+    uint32_t nlist = idx_ann_nlist(a), dim = idx_ann_dim(a);
+    if (!base || nlist == 0) return 0;
+    double guess = 0;
+    int64_t *qlists = malloc(nq * nlist * sizeof *qlists);
+    int64_t *tlists = malloc(nq * k * sizeof *tlists);
+    float *tv = malloc(nq * k * dim * sizeof *tv);
+    uint32_t *rank = malloc(nlist * sizeof *rank);
+    double *curve = calloc(nlist + 1, sizeof *curve);
+    if (!qlists || !tlists || !tv || !rank || !curve) goto out;
+    for (size_t i = 0; i < nq * k; i++) {
+        int64_t j = truth[i] < 0 ? 0 : truth[i];
+        memcpy(tv + i * dim, base + (size_t)j * dim, dim * sizeof *tv);
+    }
+    if (idx__ann_ivf_lists(a, nq, q, nlist, qlists, NULL) != RP_OK ||
+        idx__ann_ivf_lists(a, nq * k, tv, 1, tlists, NULL) != RP_OK)
+        goto out;
+    for (size_t qi = 0; qi < nq; qi++) {
+        for (uint32_t l = 0; l < nlist; l++) rank[l] = nlist;
+        for (uint32_t r = 0; r < nlist; r++) {
+            int64_t l = qlists[qi * nlist + r];
+            if (l >= 0 && l < nlist) rank[l] = r;
+        }
+        size_t nt = 0;
+        for (size_t j = 0; j < k; j++) nt += truth[qi * k + j] >= 0;
+        if (nt == 0) {
+            curve[0] += 1.0 / nq;
+            continue;
+        }
+        for (size_t j = 0; j < k; j++) {
+            if (truth[qi * k + j] < 0) continue;
+            int64_t l = tlists[qi * k + j];
+            uint32_t need = l >= 0 && l < nlist ? rank[l] + 1 : nlist;
+            curve[need] += 1.0 / ((double)nt * (double)nq);
+        }
+    }
+    double cum = 0;
+    for (uint32_t p = 0; p <= nlist; p++) {
+        cum += curve[p];
+        if (p >= 1 && cum >= target - 1e-12) {
+            guess = p;
+            break;
+        }
+    }
+out:
+    free(qlists);
+    free(tlists);
+    free(tv);
+    free(rank);
+    free(curve);
+    return guess;
+}
+
+int idx_ann_tune_base(idx_ann *a, const float *base, size_t nq, const float *q, size_t k,
+                      const int64_t *truth, double target, idx_tune_result *out, rp_error *err)
 {
     memset(out, 0, sizeof *out);
     if (nq == 0) return rp_errorf(err, RP_EINVAL, "tuning: no queries");
@@ -43,48 +106,69 @@ int idx_ann_tune(idx_ann *a, size_t nq, const float *q, size_t k, const int64_t 
         goto out;
     }
     snprintf(out->param, sizeof out->param, "%s", name);
-    double lo_v = 0, hi_v, max_v, r = 0;
-    if (!strcmp(name, "nprobe")) {
-        hi_v = 1;
-        max_v = idx_ann_nlist(a) ? idx_ann_nlist(a) : 65536;
+    int nprobe = !strcmp(name, "nprobe");
+    double min_v = nprobe ? 1 : 16;
+    double max_v = nprobe ? (idx_ann_nlist(a) ? idx_ann_nlist(a) : 65536) : 4096;
+    double v = nprobe ? ivf_guess(a, base, nq, q, k, truth, target) : 0;
+    int guessed = v >= min_v;
+    if (v < min_v) v = min_v;
+    if (v > max_v) v = max_v;
+    /* Invariant once both are known: lo fails (or is below the range), hi reaches. */
+    double lo = min_v - 1, hi, r, hi_r;
+    if ((rc = measure(&p, v, &r, err))) goto out;
+    if (r >= target) {
+        hi = v;
+        hi_r = r;
+        /* A good guess is confirmed by one measurement just below it. */
+        if (guessed && hi - 1 >= min_v) {
+            if ((rc = measure(&p, hi - 1, &r, err))) goto out;
+            if (r >= target) {
+                hi = hi - 1;
+                hi_r = r;
+            } else {
+                lo = hi - 1;
+            }
+        }
     } else {
-        hi_v = 16;
-        max_v = 4096;
-    }
-    /* Doubling: recall grows with the knob; find the first power that reaches target. */
-    for (;;) {
-        rc = measure(&p, hi_v, &r, err);
-        if (rc) goto out;
-        if (r >= target) break;
-        if (hi_v >= max_v) {
-            out->value = hi_v;
-            out->recall = r;
-            out->reached = 0;
-            goto out;
+        /* Doubling from v: recall grows with the knob. */
+        for (;;) {
+            lo = v;
+            if (v >= max_v) {
+                out->value = v;
+                out->recall = r;
+                out->reached = 0;
+                goto out;
+            }
+            v = v * 2 > max_v ? max_v : v * 2;
+            if ((rc = measure(&p, v, &r, err))) goto out;
+            if (r >= target) break;
         }
-        lo_v = hi_v;
-        hi_v = hi_v * 2 > max_v ? max_v : hi_v * 2;
+        hi = v;
+        hi_r = r;
     }
-    double best_v = hi_v, best_r = r;
-    /* Bisection over the integers in (lo_v, hi_v]: hi reaches the target, lo does not. */
-    while (hi_v - lo_v > 1) {
-        double mid = (double)(long long)((lo_v + hi_v) / 2);
-        rc = measure(&p, mid, &r, err);
-        if (rc) goto out;
+    /* Bisection over the integers in (lo, hi]. */
+    while (hi - lo > 1) {
+        double mid = (double)(long long)((lo + hi) / 2);
+        if ((rc = measure(&p, mid, &r, err))) goto out;
         if (r >= target) {
-            hi_v = mid;
-            best_v = mid;
-            best_r = r;
+            hi = mid;
+            hi_r = r;
         } else {
-            lo_v = mid;
+            lo = mid;
         }
     }
-    rc = idx_ann_set_param(a, name, best_v, err);
-    out->value = best_v;
-    out->recall = best_r;
+    rc = idx_ann_set_param(a, name, hi, err);
+    out->value = hi;
+    out->recall = hi_r;
     out->reached = 1;
 out:
     free(p.scores);
     free(p.labels);
     return rc;
+}
+
+int idx_ann_tune(idx_ann *a, size_t nq, const float *q, size_t k, const int64_t *truth,
+                 double target, idx_tune_result *out, rp_error *err)
+{
+    return idx_ann_tune_base(a, NULL, nq, q, k, truth, target, out, err);
 }

@@ -156,11 +156,21 @@ typedef struct idx_tune_result {
 /*
  * Finds the smallest knob value whose recall@k of the index against `truth` (nq × k
  * exact labels from idx_exact_knn) reaches target: doubling from 1 (nprobe, up to
- * nlist) or 16 (efSearch, up to 4096), then bisecting the last interval. Leaves the
+ * nlist) or 16 (efSearch, up to 4096), then bisecting the last interval (recall is
+ * taken to grow with the knob). Leaves the
  * index set to the chosen value (the largest tried when the target is not reached) and
  * reports it. An index with no knob is measured once.
  */
 int idx_ann_tune(idx_ann *a, size_t nq, const float *q, size_t k, const int64_t *truth,
                  double target, idx_tune_result *out, rp_error *err);
+/*
+ * The same, given the base vectors the index was built from (n × dim, row = label): for
+ * a bare IVF index the recall curve over every nprobe is first computed from the lists
+ * the queries probe and the lists their true neighbours live in (one quantizer pass),
+ * and the search starts at the value it predicts — usually two measured searches instead
+ * of a dozen. The result is still the measured one.
+ */
+int idx_ann_tune_base(idx_ann *a, const float *base, size_t nq, const float *q, size_t k,
+                      const int64_t *truth, double target, idx_tune_result *out, rp_error *err);
 
 #endif

@@ -13,6 +13,7 @@
 
 #include "idx/ann.h"
 #include "idx/fvecs.h"
+#include "rp/threads.h"
 
 #define E(expr)                                                                            \
     do {                                                                                   \
@@ -32,6 +33,8 @@ static sift S;
 static int load_sift(void **state)
 {
     (void)state;
+    /* One OpenMP/BLAS thread: spinning thread pools crawl on a loaded 2-core machine. */
+    rp_compute_threads(1);
     /* siftsmall is not shipped: CMake finds the shared copy (RECPIPE_SHARED_DATA). */
     const char *src = getenv("RECPIPE_SHARED_DATA");
     char p[1024];
@@ -111,6 +114,16 @@ static void test_sift_ivf_tuned_reaches_target(void **state)
     assert_true(t.recall >= 0.95);
     assert_true(t.value > 1 && t.value < 64);
     assert_true(idx_ann_param_value(a) == t.value);
+    /* With the base vectors, the predicted curve finds the same value. */
+    idx_tune_result t2;
+    E(idx_ann_set_param(a, "nprobe", 1, &err));
+    E(idx_ann_tune_base(a, S.base, S.nq, S.query, 100, truth, 0.95, &t2, &err));
+    assert_true(t2.value == t.value && t2.recall == t.recall);
+    E(idx_ann_tune_base(a, S.base, S.nq, S.query, 100, truth, 0.99, &t2, &err));
+    assert_true(t2.reached && t2.recall >= 0.99 && t2.value > t.value);
+    E(idx_ann_tune(a, S.nq, S.query, 100, truth, 0.99, &t, &err));
+    assert_true(t2.value == t.value);
+    E(idx_ann_tune(a, S.nq, S.query, 100, truth, 0.95, &t, &err));
     /* It is the smallest: one less falls short. */
     E(idx_ann_set_param(a, "nprobe", t.value - 1, &err));
     int64_t *labels = malloc(S.nq * 100 * sizeof *labels);
@@ -182,6 +195,27 @@ static void test_hnsw_efsearch_and_ip(void **state)
     int64_t l1[10];
     assert_int_equal(idx_ann_search_param(a, 1, S.query, 10, 40, sc1, l1, &err), RP_EINVAL);
     assert_non_null(strstr(err.msg, "efSearch"));
+    idx_ann_close(a);
+    free(truth);
+}
+
+/* A lossy codec: the predicted curve over-estimates recall; measuring corrects it. */
+static void test_ivfpq_tune_base_matches_measured(void **state)
+{
+    (void)state;
+    rp_error err = {0};
+    idx_ann *a;
+    E(idx_ann_create("IVF32,PQ16np", S.d, IDX_METRIC_L2, &a, &err));
+    E(idx_ann_build(a, S.nb, S.base, &err));
+    int64_t *truth = malloc(S.nq * 100 * sizeof *truth);
+    E(idx_exact_knn(IDX_METRIC_L2, S.d, S.nb, S.base, S.nq, S.query, 100, truth, &err));
+    idx_tune_result t1, t2;
+    E(idx_ann_tune(a, S.nq, S.query, 100, truth, 0.55, &t1, &err));
+    E(idx_ann_tune_base(a, S.base, S.nq, S.query, 100, truth, 0.55, &t2, &err));
+    print_message("IVF32,PQ16np: nprobe %g (recall %.4f) / with base %g (recall %.4f)\n", t1.value,
+                  t1.recall, t2.value, t2.recall);
+    assert_true(t1.value > 1 && t1.reached);
+    assert_true(t1.value == t2.value && t1.reached == t2.reached);
     idx_ann_close(a);
     free(truth);
 }
@@ -308,6 +342,7 @@ int main(void)
         cmocka_unit_test(test_sift_flat_matches_ground_truth),
         cmocka_unit_test(test_sift_ivf_tuned_reaches_target),
         cmocka_unit_test(test_hnsw_efsearch_and_ip),
+        cmocka_unit_test(test_ivfpq_tune_base_matches_measured),
         cmocka_unit_test(test_wrapped_ivf_knob),
         cmocka_unit_test(test_errors_are_clear),
         cmocka_unit_test(test_exact_topk_matches_flat),

@@ -17,6 +17,7 @@
 
 #include "idx/bundle.h"
 #include "idx/fsutil.h"
+#include "rp/threads.h"
 
 #define E(expr)                                                                            \
     do {                                                                                   \
@@ -30,6 +31,8 @@ static char root[PATH_MAX];
 static int setup(void **state)
 {
     (void)state;
+    /* One OpenMP/BLAS thread: spinning thread pools crawl on a loaded 2-core machine. */
+    rp_compute_threads(1);
     snprintf(root, sizeof root, "/tmp/rp-bundle-test-XXXXXX");
     assert_non_null(mkdtemp(root));
     return 0;
