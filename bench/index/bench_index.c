@@ -197,7 +197,8 @@ int main(int argc, char **argv)
     double exact_s = now_s() - t0;
     t0 = now_s();
     idx_tune_result tune;
-    if (idx_ann_tune(a, nq, q, k, truth, target, &tune, &err)) DIE("tune: %s", rp_error_text(&err));
+    if (idx_ann_tune_base(a, x, nq, q, k, truth, target, &tune, &err))
+        DIE("tune: %s", rp_error_text(&err));
     double tune_s = now_s() - t0;
     if (tune.param[0] && direct_set(direct, tune.param, tune.value) != 0) DIE("direct set");
     direct_search(direct, (int64_t)nq, q, (int64_t)k, dist, lab);
