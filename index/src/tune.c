@@ -36,8 +36,11 @@ static double ivf_guess(idx_ann *a, const float *base, size_t nq, const float *q
 {
     uint32_t nlist = idx_ann_nlist(a), dim = idx_ann_dim(a);
     if (!base || nlist == 0) return 0;
+    /* Ranks beyond the first `probe` lists of each query are not needed: a target that is
+     * only reached further out falls back to plain measuring (and memory stays bounded). */
+    uint32_t probe = nlist < 2048 ? nlist : 2048;
     double guess = 0;
-    int64_t *qlists = malloc(nq * nlist * sizeof *qlists);
+    int64_t *qlists = malloc(nq * probe * sizeof *qlists);
     int64_t *tlists = malloc(nq * k * sizeof *tlists);
     float *tv = malloc(nq * k * dim * sizeof *tv);
     uint32_t *rank = malloc(nlist * sizeof *rank);
@@ -47,13 +50,13 @@ static double ivf_guess(idx_ann *a, const float *base, size_t nq, const float *q
         int64_t j = truth[i] < 0 ? 0 : truth[i];
         memcpy(tv + i * dim, base + (size_t)j * dim, dim * sizeof *tv);
     }
-    if (idx__ann_ivf_lists(a, nq, q, nlist, qlists, NULL) != RP_OK ||
+    if (idx__ann_ivf_lists(a, nq, q, probe, qlists, NULL) != RP_OK ||
         idx__ann_ivf_lists(a, nq * k, tv, 1, tlists, NULL) != RP_OK)
         goto out;
     for (size_t qi = 0; qi < nq; qi++) {
-        for (uint32_t l = 0; l < nlist; l++) rank[l] = nlist;
-        for (uint32_t r = 0; r < nlist; r++) {
-            int64_t l = qlists[qi * nlist + r];
+        for (uint32_t l = 0; l < nlist; l++) rank[l] = probe;
+        for (uint32_t r = 0; r < probe; r++) {
+            int64_t l = qlists[qi * probe + r];
             if (l >= 0 && l < nlist) rank[l] = r;
         }
         size_t nt = 0;
@@ -65,12 +68,12 @@ static double ivf_guess(idx_ann *a, const float *base, size_t nq, const float *q
         for (size_t j = 0; j < k; j++) {
             if (truth[qi * k + j] < 0) continue;
             int64_t l = tlists[qi * k + j];
-            uint32_t need = l >= 0 && l < nlist ? rank[l] + 1 : nlist;
+            uint32_t need = l >= 0 && l < nlist && rank[l] < probe ? rank[l] + 1 : nlist;
             curve[need] += 1.0 / ((double)nt * (double)nq);
         }
     }
     double cum = 0;
-    for (uint32_t p = 0; p <= nlist; p++) {
+    for (uint32_t p = 0; p <= probe; p++) {
         cum += curve[p];
         if (p >= 1 && cum >= target - 1e-12) {
             guess = p;
