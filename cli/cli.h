@@ -62,6 +62,9 @@ int cli_parse_exit(int rc);
 /* Prints "recpipe: <what>: <err text>" to stderr; returns RP_EXIT_FAILURE or the code
  * that fits err (RP_EXIT_DATA for RP_EPARSE, RP_EXIT_VERIFY for RP_ECORRUPT/EVERSION). */
 int cli_fail(const char *what, const rp_error *err);
+/* Writes "PORT\n" to path atomically (temp file + rename: a reader never sees a partial
+ * file), for scripts and tests that start a service on port 0. RP_EIO naming the path. */
+int cli_write_port_file(const char *path, int port, rp_error *err);
 /* True when stderr is a terminal (show progress). */
 int cli_progress_enabled(void);
 

@@ -1,5 +1,5 @@
 /* recpipe train ranker — trains the ranking model behind a bundle's retrieval factors;
- * and cmd_ranking_bundle, the Ranking service over a bundle (see the end of the file). */
+ * and cmd_ranking, the Ranking service over a bundle (see the end of the file). */
 #include "cli.h"
 
 #include "ev/eval.h"
@@ -214,39 +214,18 @@ done:
 
 /* ------------------------------------------------------------------------------------
  * recpipe ranking --bundle BUNDLE_DIR — the Ranking service over a bundle's ranker.
- *
- * Not a row of RP_COMMANDS yet: `recpipe ranking` is cmd_ranking in cmd_services.c (the
- * no-bundle service). The integrator routes it here (cmd_ranking = cmd_ranking_bundle).
- * Without --bundle it serves like the no-bundle service: Health NOT_SERVING, Rank
- * UNAVAILABLE.
+ * Without --bundle it starts empty: Health NOT_SERVING, Rank UNAVAILABLE.
  */
 #ifndef RECPIPE_VERSION
 #define RECPIPE_VERSION "0.0.0"
 #endif
-
-int cmd_ranking_bundle(int argc, char **argv);
-
-static int ranking_port_file(const char *path, int port, rp_error *err)
-{
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) return rp_errorf(err, RP_EIO, "--port-file %s: %s", tmp, strerror(errno));
-    int ok = fprintf(f, "%d\n", port) > 0;
-    ok &= fclose(f) == 0;
-    if (!ok || rename(tmp, path) != 0) {
-        remove(tmp);
-        return rp_errorf(err, RP_EIO, "--port-file %s: %s", path, strerror(errno));
-    }
-    return RP_OK;
-}
 
 static const rp_method ranking_no_bundle[] = {
     {"/recpipe.v1.Ranking/Rank", &recpipe__v1__rank_request__descriptor,
      &recpipe__v1__rank_response__descriptor, rp_handler_no_bundle, NULL},
 };
 
-int cmd_ranking_bundle(int argc, char **argv)
+int cmd_ranking(int argc, char **argv)
 {
     const char *listen = NULL, *log_level = NULL, *port_file = NULL, *bundle = NULL;
     int64_t threads = 0, max_bytes = 0;
@@ -309,7 +288,7 @@ int cmd_ranking_bundle(int argc, char **argv)
         return cli_fail("ranking", &err);
     }
     if (svc && (rc = rank_service_watch_sighup(svc, &err)) != RP_OK) goto fail;
-    if (port_file && (rc = ranking_port_file(port_file, rp_server_port(srv), &err)) != RP_OK)
+    if (port_file && (rc = cli_write_port_file(port_file, rp_server_port(srv), &err)) != RP_OK)
         goto fail;
     if (svc) {
         rp_server_set_serving(srv, true);

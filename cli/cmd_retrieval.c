@@ -23,21 +23,6 @@
 #define RECPIPE_VERSION "0.0.0"
 #endif
 
-static int write_port(const char *path, int port, rp_error *err)
-{
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) return rp_errorf(err, RP_EIO, "--port-file %s: %s", tmp, strerror(errno));
-    int ok = fprintf(f, "%d\n", port) > 0;
-    ok &= fclose(f) == 0;
-    if (!ok || rename(tmp, path) != 0) {
-        remove(tmp);
-        return rp_errorf(err, RP_EIO, "--port-file %s: %s", path, strerror(errno));
-    }
-    return RP_OK;
-}
-
 static const rp_method no_bundle_methods[] = {
     {"/recpipe.v1.Retrieval/Retrieve", &recpipe__v1__retrieve_request__descriptor,
      &recpipe__v1__retrieve_response__descriptor, rp_handler_no_bundle, NULL},
@@ -124,7 +109,7 @@ int cmd_retrieval(int argc, char **argv)
         return cli_fail("retrieval", &err);
     }
     if (svc && (rc = ret_service_watch_sighup(svc, &err)) != RP_OK) goto fail;
-    if (port_file && (rc = write_port(port_file, rp_server_port(srv), &err)) != RP_OK) goto fail;
+    if (port_file && (rc = cli_write_port_file(port_file, rp_server_port(srv), &err)) != RP_OK) goto fail;
     if (svc) {
         char ver[64];
         ret_service_version(svc, ver, sizeof ver);

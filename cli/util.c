@@ -1,6 +1,8 @@
 #include "cli.h"
 
+#include <errno.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 int cli_parse(const char *cmd, const char *usage, const char *description, const rp_opt *opts,
@@ -46,4 +48,19 @@ int cli_fail(const char *what, const rp_error *err)
 int cli_progress_enabled(void)
 {
     return isatty(2);
+}
+
+int cli_write_port_file(const char *path, int port, rp_error *err)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return rp_errorf(err, RP_EIO, "--port-file %s: %s", tmp, strerror(errno));
+    int ok = fprintf(f, "%d\n", port) > 0;
+    ok &= fclose(f) == 0;
+    if (!ok || rename(tmp, path) != 0) {
+        remove(tmp);
+        return rp_errorf(err, RP_EIO, "--port-file %s: %s", path, strerror(errno));
+    }
+    return RP_OK;
 }

@@ -7,9 +7,6 @@ add_rp_test(test_bad_input TIMEOUT 120
   SOURCES ${_hard}/test_bad_input.c
   LIBS rp_ranking rp_index rp_common rp_proto PkgConfig::GRPC)
 add_dependencies(test_bad_input recpipe)
-# `recpipe ranking --bundle` until the subcommand table routes it (hc_spawn_ranking).
-target_compile_definitions(test_bad_input PRIVATE RANK_SERVER_HELPER="$<TARGET_FILE:rank_server_helper>")
-add_dependencies(test_bad_input rank_server_helper)
 
 # Faults: allocation failure in the handlers (in-process, every allocation in turn: the
 # wrapped allocators below), LMDB map full under Feedback, Ctrl-C during recpipe build.

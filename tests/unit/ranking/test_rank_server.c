@@ -65,7 +65,7 @@ static void make_bundle(const char *path, uint64_t seed, const char *version)
     E(idx_builder_commit(b, 0, NULL, &err));
 }
 
-/* Starts the helper with args (NULL-terminated, after the program name); returns its pid
+/* Starts `recpipe ranking` with args (NULL-terminated, after "ranking"); returns its pid
  * and, when port_file is given, the port it bound (waiting up to 30 s). */
 static pid_t start(const char *const *args, const char *port_file, int *port)
 {
@@ -73,11 +73,13 @@ static pid_t start(const char *const *args, const char *port_file, int *port)
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-        const char *argv[16] = {RANK_SERVER_HELPER};
-        int n = 1;
-        for (; args[n - 1] && n < 15; n++) argv[n] = args[n - 1];
+        const char *bin = getenv("RECPIPE_BIN");
+        if (!bin) _exit(126);
+        const char *argv[16] = {bin, "ranking"};
+        int n = 2;
+        for (; args[n - 2] && n < 15; n++) argv[n] = args[n - 2];
         argv[n] = NULL;
-        execv(RANK_SERVER_HELPER, (char *const *)argv);
+        execv(bin, (char *const *)argv);
         _exit(127);
     }
     if (port_file) {
