@@ -307,7 +307,7 @@ int cmd_demo(int argc, char **argv)
     const char *imp[] = {"import", "--ratings", ratings, "--items", movies, "--tags", tags,
                          "--out", path[P_DATA], "--force", NULL};
     if (run_step("import", imp, path[P_LOG], &err)) return cli_fail("demo", &err);
-    printf("[2/4] training implicit-ALS embeddings and building the bundle ...\n");
+    printf("[2/4] training implicit-ALS embeddings and the ranker, building the bundle ...\n");
     fflush(stdout);
     const char *bld[] = {"build", "--data", path[P_DATA], "--out", path[P_BUNDLE], "--force",
                          "--eval=false", NULL};
