@@ -18,3 +18,10 @@ target_include_directories(test_faults PRIVATE ${PROJECT_SOURCE_DIR}/tests/fuzz
 target_link_options(test_faults PRIVATE
   -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=free,--wrap=rp_arena_alloc,--wrap=rp_arena_calloc,--wrap=rp_arena_strdup)
 add_dependencies(test_faults recpipe)
+
+# Durability: Feedback streamed to a real gateway killed with SIGKILL at random moments,
+# 20 rounds on the same state directory.
+add_rp_test(test_durability TIMEOUT 180
+  SOURCES ${_hard}/test_durability.c
+  LIBS rp_gateway rp_ranking rp_index rp_common rp_proto PkgConfig::GRPC Threads::Threads)
+add_dependencies(test_durability recpipe)
