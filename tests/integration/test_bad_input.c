@@ -432,6 +432,12 @@ static void m_upsert_nan(breq *r) { upsert(r, 1)->items[0]->embedding[3] = NAN; 
 static void m_upsert_dim(breq *r) { upsert(r, 1)->items[0]->n_embedding = 3; }
 static void m_upsert_title_utf8(breq *r) { upsert(r, 1)->items[0]->title = (char *)INVALID_UTF8; }
 static void m_upsert_10001(breq *r) { upsert(r, 10001); }
+static void m_status(breq *r)
+{
+    Recpipe__V1__StatusRequest *q = A(r, sizeof *q);
+    recpipe__v1__status_request__init(q);
+    r->msg = &q->base;
+}
 static void m_delete_empty(breq *r)
 {
     Recpipe__V1__DeleteItemsRequest *q = A(r, sizeof *q);
@@ -478,6 +484,11 @@ static void m_cli_long_line(breq *r)
 {
     ARGV("import", "--ratings", P(r, "%s/long_line.csv", T.dir), "--items", movies(r), "--out",
          out_dir(r));
+}
+static void m_cli_long_title(breq *r)
+{
+    ARGV("import", "--ratings", src(r, "tests/data/ratings_small.csv"), "--items",
+         P(r, "%s/long_title.csv", T.dir), "--out", out_dir(r));
 }
 static void m_cli_nonnumeric(breq *r)
 {
@@ -558,6 +569,9 @@ static const bcase cases[] = {
     {"forget: a user never seen", GW, P_FORGET, m_forget_unknown, RP_GRPC_OK, NULL},
     {"forget: wire type 7", GW, P_FORGET, m_raw_bad_wiretype, INV, "ForgetUser"},
     {"gateway status: garbage bytes", GW, P_STATUS, m_raw_garbage, INV, "Status"},
+    {"gateway status: a valid request", GW, P_STATUS, m_status, RP_GRPC_OK, NULL},
+    {"gateway reload: a corrupt bundle", GW, P_RELOAD, m_reload_truncated, RP_GRPC_UNIMPLEMENTED,
+     NULL},
     {"gateway: unknown method", GW, "/recpipe.v1.Recommender/Nope", m_rec_ok,
      RP_GRPC_UNIMPLEMENTED, NULL},
 
@@ -608,6 +622,9 @@ static const bcase cases[] = {
 
     /* ranking */
     {"rank: a valid request", RANK, P_RANK, m_rank_ok, RP_GRPC_OK, NULL},
+    {"ranking upsert: not a ranking method", RANK, P_UPSERT, m_upsert_nan, RP_GRPC_UNIMPLEMENTED,
+     NULL},
+    {"ranking status: garbage bytes", RANK, P_STATUS, m_raw_garbage, INV, "Status"},
     {"rank: 5,001 candidates", RANK, P_RANK, m_rank_5001, INV, "candidates"},
     {"rank: no candidates (an empty answer)", RANK, P_RANK, m_rank_0, RP_GRPC_OK, NULL},
     {"rank: duplicate candidates", RANK, P_RANK, m_rank_dupes, INV, "candidates[4]"},
@@ -631,6 +648,8 @@ static const bcase cases[] = {
     {"import: a quote never closed", CLI, NULL, m_cli_unclosed_quote, 3,
      "movies_unclosed_quote.csv:"},
     {"import: a 1 MB line", CLI, NULL, m_cli_long_line, 3, "long_line.csv:2"},
+    /* Accepted by design (index's test_long_title_accepted): the title is stored whole. */
+    {"import: a 1 MB title in the catalogue", CLI, NULL, m_cli_long_title, 0, "imported"},
     {"import: a rating that is not a number", CLI, NULL, m_cli_nonnumeric, 3,
      "ratings_nonnumeric.csv:"},
     {"import: a file that does not exist", CLI, NULL, m_cli_no_file, 1, "nope.csv"},
@@ -815,6 +834,13 @@ static int make_fixtures(void)
     fprintf(w, "%.*s\"format\": 99%s", (int)(f - m), m, f + strlen("\"format\": 1"));
     fclose(w);
     free(m);
+    /* A catalogue whose second line holds a 1 MB title. */
+    snprintf(p, sizeof p, "%s/long_title.csv", T.dir);
+    w = fopen(p, "w");
+    fprintf(w, "movieId,title,genres\n1,");
+    for (int i = 0; i < (1 << 20); i++) fputc('a' + i % 26, w);
+    fprintf(w, " (1995),Drama\n2,Heat (1995),Action\n");
+    fclose(w);
     /* A ratings file whose second line is 1 MB long. */
     snprintf(p, sizeof p, "%s/long_line.csv", T.dir);
     w = fopen(p, "w");
