@@ -26,7 +26,6 @@ static void bundle_unref(ret__bundle *rb)
 {
     if (!rb || atomic_fetch_sub_explicit(&rb->refs, 1, memory_order_acq_rel) != 1) return;
     ret_catalog_free(rb->cat);
-    idx_ann_close(rb->wide);
     ret_content_free(rb->content);
     free(rb->row_dense);
     ret_als_gram_free(rb->gram);
@@ -154,14 +153,15 @@ static int ann_search(void *ctx, const float *q, uint32_t k, float effort, uint3
                       float *scores, uint32_t *n, rp_error *err)
 {
     const ret__bundle *rb = ctx;
-    /* The search parameter of a loaded index is fixed (idx_ann_set_param may not
-     * overlap searches): deeper searches go to the second copy set wider at load. */
-    const idx_ann *ann = effort > RET_WIDE_EFFORT && rb->wide ? rb->wide : rb->ann;
     *n = 0;
     if (k > 100000) k = 100000;
     int64_t *labels = malloc(sizeof *labels * k);
     if (!labels) return rp_errorf(err, RP_ENOMEM, "ann: out of memory for %u results", k);
-    int rc = idx_ann_search(ann, q, k, scores, labels, err);
+    /* Deeper (over-fetching) searches probe more IVF lists, set per call: the loaded
+     * index stays untouched and shared by every thread. */
+    int rc = effort > RET_WIDE_EFFORT && rb->wide_nprobe > 0
+                 ? idx_ann_search_param(rb->ann, 1, q, k, rb->wide_nprobe, scores, labels, err)
+                 : idx_ann_search(rb->ann, q, k, scores, labels, err);
     if (rc == RP_OK) {
         uint32_t m = 0;
         for (uint32_t j = 0; j < k; j++) {
@@ -207,21 +207,12 @@ static int bundle_load(const char *path, uint32_t shard, float content_lambda,
         rc = rp_errorf(err, RP_ECORRUPT, "bundle %s: shard %u has no index", path, shard);
         goto fail;
     }
-    if (wide_factor > 1 && m->param_name && *m->param_name && m->param_value > 0) {
+    uint32_t nlist = idx_ann_nlist(rb->ann);
+    if (wide_factor > 1 && nlist && m->param_value > 0) {
         /* Filtered searches over-fetch, and a deeper list of neighbours needs a deeper
-         * search to keep its recall: a second copy of the index, searched wider. */
-        char file[64], fpath[PATH_MAX];
-        snprintf(file, sizeof file, "shard-%u.faiss", shard);
+         * search to keep its recall. (IVF only: FAISS 1.7.3 has no per-call efSearch.) */
         double v = m->param_value * wide_factor;
-        uint32_t nlist = idx_ann_nlist(rb->ann);
-        if (nlist && v > nlist) v = nlist;
-        rc = idx_bundle_file(rb->b, file, fpath, sizeof fpath, err);
-        if (!rc) rc = idx_ann_read(fpath, m->factory, &rb->wide, err);
-        if (!rc) rc = idx_ann_set_param(rb->wide, m->param_name, v, err);
-        if (rc) {
-            rp_error_prefix(err, "bundle %s: wide index", path);
-            goto fail;
-        }
+        rb->wide_nprobe = v > nlist ? nlist : v;
     }
     idx_itemstore *store = idx_bundle_items(rb->b);
     cl.dim = idx_itemstore_dim(store);

@@ -16,7 +16,7 @@ typedef struct ret__bundle {
     atomic_int refs;
     idx_bundle *b;          /* one reference held */
     idx_ann *ann;           /* the shard's index (owned by b) */
-    idx_ann *wide;          /* a second copy searched deeper for over-fetching, or NULL (owned) */
+    double wide_nprobe;     /* IVF nprobe for over-fetching searches, per call; 0 = none */
     uint32_t *row_dense;    /* index row → catalog dense index; NULL = identity */
     uint64_t n_rows;
     ret_catalog *cat;       /* the shard's items */
