@@ -46,6 +46,8 @@ typedef struct idx_ann idx_ann;
 /*
  * Creates an empty index. RP_EINVAL for dim outside 1..IDX_ANN_MAX_DIM; RP_EFAISS with
  * FAISS's message ("could not parse index string ...") when the factory is rejected.
+ * Note: FAISS trains "IVFn,PQm" with polysemous codes by default, which takes minutes
+ * even on 10k vectors; "IVFn,PQmnp" skips it (recpipe never uses polysemous search).
  */
 int idx_ann_create(const char *factory, uint32_t dim, idx_metric metric, idx_ann **out,
                    rp_error *err);
