@@ -1,6 +1,7 @@
 /* recpipe status | reload — operator calls to the Admin service of running processes. */
 #include "cli.h"
 #include "rp/arena.h"
+#include "rp/ops.h"
 #include "rp/rpc.h"
 
 #include "recpipe/v1/admin.pb-c.h"
@@ -25,9 +26,11 @@ int cmd_status(int argc, char **argv)
 {
     const char *target = NULL;
     double timeout = 5;
+    rp_ops_flags ops = {0};
     const rp_opt opts[] = {
         {"target", RP_OPT_STR, &target, "127.0.0.1:50050", 0, 0, "service address", false},
         {"timeout", RP_OPT_DURATION, &timeout, "5s", 0.001, 3600, "call deadline", false},
+        RP_OPS_CLIENT_OPTS(ops),
     };
     int rc = cli_parse("status", "status [--target ADDR]",
                        "Prints Admin.Status of a running recpipe service.", opts,
@@ -38,7 +41,8 @@ int cmd_status(int argc, char **argv)
     rp_client *client = NULL;
     rp_arena *arena = NULL;
     int code = RP_EXIT_UNAVAILABLE;
-    if (rp_client_create(NULL, &client, &err) || rp_arena_create(0, &arena)) {
+    if (rp_ops_apply(&ops, &err) || rp_client_create(NULL, &client, &err) ||
+        rp_arena_create(0, &arena)) {
         code = cli_fail("status", &err);
         goto out;
     }
@@ -79,6 +83,7 @@ int cmd_reload(int argc, char **argv)
 {
     const char *targets = NULL, *bundle = "", *token_file = NULL;
     double timeout = 120;
+    rp_ops_flags ops = {0};
     const rp_opt opts[] = {
         {"targets", RP_OPT_STR, &targets, NULL, 0, 0,
          "comma-separated service addresses; each one is reloaded", true},
@@ -88,6 +93,7 @@ int cmd_reload(int argc, char **argv)
          "file holding the admin bearer token, when the services require one", false},
         {"timeout", RP_OPT_DURATION, &timeout, "120s", 0.001, 3600,
          "deadline of each Reload (opening and warming a bundle takes time)", false},
+        RP_OPS_CLIENT_OPTS(ops),
     };
     int rc = cli_parse("reload", "reload --targets ADDR[,ADDR...] [--bundle DIR]",
                        "Asks each service to open, verify and swap in a bundle (Admin.Reload).\n"
@@ -110,7 +116,8 @@ int cmd_reload(int argc, char **argv)
     rp_arena *arena = NULL;
     char *list = strdup(targets);
     int failed = 0;
-    if (!list || rp_client_create(NULL, &client, &err) || rp_arena_create(0, &arena)) {
+    if (!list || rp_ops_apply(&ops, &err) || rp_client_create(NULL, &client, &err) ||
+        rp_arena_create(0, &arena)) {
         free(list);
         rp_client_destroy(client);
         return cli_fail("reload", &err);

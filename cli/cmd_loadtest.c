@@ -4,6 +4,7 @@
 #include "lt/loadtest.h"
 #include "lt/report.h"
 #include "lt/workload.h"
+#include "rp/ops.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -40,6 +41,7 @@ int cmd_loadtest(int argc, char **argv)
             deadline_ms = 0, max_calls = 0, max_in_flight = 0, seed = 0, count = 0,
             history = 0, candidates = 0;
     bool find_max = false;
+    rp_ops_flags ops = {0};
     const rp_opt opts[] = {
         {"target", RP_OPT_STR, &target, NULL, 0, 0,
          "host:port of the service to load (given explicitly; nothing is discovered)", true},
@@ -95,6 +97,7 @@ int cmd_loadtest(int argc, char **argv)
          "find-max: measured window of each step (instead of --duration)", false},
         {"step-warmup", RP_OPT_DURATION, &step_warmup, "1s", 0, 600,
          "find-max: warmup of each step (instead of --warmup)", false},
+        RP_OPS_CLIENT_OPTS(ops),
     };
     char *pos[1];
     size_t npos = 0;
@@ -109,6 +112,7 @@ int cmd_loadtest(int argc, char **argv)
     if (rc) return cli_parse_exit(rc);
 
     rp_error err = {0};
+    if (rp_ops_apply(&ops, &err) != RP_OK) return cli_fail("loadtest", &err);
     lt_workload_config wc = {0};
     wc.ids.n_users = (uint64_t)users;
     wc.ids.n_items = (uint64_t)items;

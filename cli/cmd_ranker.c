@@ -12,6 +12,7 @@
 #include "rank/train.h"
 #include "recpipe/v1/ranking.pb-c.h"
 #include "rp/log.h"
+#include "rp/ops.h"
 #include "rp/rpc.h"
 #include "rp/threads.h"
 
@@ -230,6 +231,7 @@ int cmd_ranking(int argc, char **argv)
     const char *listen = NULL, *log_level = NULL, *port_file = NULL, *bundle = NULL;
     int64_t threads = 0, max_bytes = 0;
     double grace = 0;
+    rp_ops_flags ops = {0};
     const rp_opt opts[] = {
         {"bundle", RP_OPT_STR, &bundle, NULL, 0, 0,
          "bundle directory whose ranker to serve (may be a symlink; SIGHUP re-reads it)", false},
@@ -245,6 +247,7 @@ int cmd_ranking(int argc, char **argv)
          "debug, info (one access-log line per call), warn, error, off", false},
         {"port-file", RP_OPT_STR, &port_file, NULL, 0, 0,
          "write the bound port to this file once listening (for scripts using port 0)", false},
+        RP_OPS_METRICS_OPTS(ops), RP_OPS_TOKEN_OPTS(ops), RP_OPS_SERVER_OPTS(ops),
     };
     int rc = cli_parse("ranking", "ranking --bundle BUNDLE_DIR [--listen ADDR] [options]",
                        "Serves recpipe.v1.Ranking/Rank with the bundle's ranker (all candidates\n"
@@ -265,6 +268,7 @@ int cmd_ranking(int argc, char **argv)
     rp_compute_threads(1);
 
     rp_error err = {0};
+    if ((rc = rp_ops_apply(&ops, &err)) != RP_OK) return cli_fail("ranking", &err);
     rank_service *svc = NULL;
     const rp_method *methods = ranking_no_bundle;
     size_t nmethods = 1;

@@ -12,6 +12,7 @@
 #include "recpipe/v1/retrieval.pb-c.h"
 #include "ret/service.h"
 #include "rp/log.h"
+#include "rp/ops.h"
 #include "rp/rpc.h"
 #include "rp/threads.h"
 
@@ -32,6 +33,7 @@ int cmd_retrieval(int argc, char **argv)
 {
     const char *listen = NULL, *log_level = NULL, *port_file = NULL, *bundle = NULL;
     int64_t threads = 0, max_bytes = 0, shard = 0, exact_max = 0, max_widen = 0;
+    rp_ops_flags ops = {0};
     double grace = 0, overfetch = 0, wide = 0, pop_half_life = 0, content_q = 0;
     const rp_opt opts[] = {
         {"bundle", RP_OPT_STR, &bundle, NULL, 0, 0,
@@ -63,6 +65,7 @@ int cmd_retrieval(int argc, char **argv)
          "debug, info (one access-log line per call), warn, error, off", false},
         {"port-file", RP_OPT_STR, &port_file, NULL, 0, 0,
          "write the bound port to this file once listening (for scripts using port 0)", false},
+        RP_OPS_METRICS_OPTS(ops), RP_OPS_TOKEN_OPTS(ops), RP_OPS_SERVER_OPTS(ops),
     };
     int rc = cli_parse("retrieval", "retrieval --bundle BUNDLE_DIR [--listen ADDR] [--shard I] [options]",
                        "Serves recpipe.v1.Retrieval (one shard of a bundle) and Admin.Reload,\n"
@@ -81,6 +84,7 @@ int cmd_retrieval(int argc, char **argv)
     rp_log_set_level(lvl);
     rp_compute_threads(1);
     rp_error err = {0};
+    if ((rc = rp_ops_apply(&ops, &err)) != RP_OK) return cli_fail("retrieval", &err);
     ret_service *svc = NULL;
     const rp_method *methods = no_bundle_methods;
     size_t nmethods = 1;

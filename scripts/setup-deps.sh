@@ -10,7 +10,7 @@ PACKAGES=(
   libfaiss-dev libopenblas-dev liblmdb-dev
   libcmocka-dev libjson-c-dev libmicrohttpd-dev libssl-dev
   python3-grpcio python3-grpc-tools
-  nghttp2-client libxml2-utils
+  nghttp2-client libxml2-utils prometheus curl
   clang libfuzzer-14-dev
 )
 

@@ -6,6 +6,7 @@
  * a target "a:1,b:2" holds one channel per address and spreads calls round robin.
  */
 #include "rpc_internal.h"
+#include "rp/ops.h"
 
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc_security.h>
@@ -29,6 +30,7 @@ struct rp_client {
     chanset *sets;
     grpc_arg argv[3];
     grpc_channel_args args;
+    grpc_channel_credentials *creds; /* shared by every channel; insecure or ssl */
 };
 
 int rp_client_create(const rp_client_config *cfg, rp_client **out, rp_error *err)
@@ -59,6 +61,23 @@ int rp_client_create(const rp_client_config *cfg, rp_client **out, rp_error *err
     }
     c->args.num_args = n;
     c->args.args = c->argv;
+    const rp_tls_pem *tls = cfg && cfg->tls ? cfg->tls
+                            : cfg && cfg->plaintext ? NULL : rp_ops_client_tls();
+    if (tls) {
+        if ((tls->cert != NULL) != (tls->key != NULL)) {
+            rp_client_destroy(c);
+            return rp_errorf(err, RP_EINVAL, "client TLS: a client certificate needs its key "
+                             "(--tls-client-cert, --tls-client-key)");
+        }
+        grpc_ssl_pem_key_cert_pair pair = {tls->key, tls->cert};
+        c->creds = grpc_ssl_credentials_create(tls->ca, tls->cert ? &pair : NULL, NULL, NULL);
+    } else {
+        c->creds = grpc_insecure_credentials_create();
+    }
+    if (!c->creds) {
+        rp_client_destroy(c);
+        return rp_errorf(err, RP_EINVAL, "client TLS: gRPC refused the CA or client certificate");
+    }
     *out = c;
     return RP_OK;
 }
@@ -74,6 +93,7 @@ void rp_client_destroy(rp_client *c)
         free(cs->target);
         free(cs);
     }
+    if (c->creds) grpc_channel_credentials_release(c->creds);
     pthread_mutex_destroy(&c->mu);
     free(c);
     grpc_shutdown();
@@ -88,7 +108,7 @@ static chanset *chanset_new(const rp_client *c, const char *target, rp_error *er
     for (const char *p = target; *p; p++) cap += *p == ',';
     cs->ch = calloc(cap, sizeof *cs->ch);
     if (!cs->ch) goto nomem;
-    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+    grpc_channel_credentials *creds = c->creds;
     char *save = NULL;
     for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         while (*tok == ' ') tok++;
@@ -97,7 +117,6 @@ static chanset *chanset_new(const rp_client *c, const char *target, rp_error *er
         if (!len) continue;
         cs->ch[cs->n++] = grpc_channel_create(tok, creds, &c->args);
     }
-    grpc_channel_credentials_release(creds);
     free(copy);
     if (cs->n == 0) {
         free(cs->ch);

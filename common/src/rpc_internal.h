@@ -2,6 +2,7 @@
 #ifndef RP_RPC_INTERNAL_H
 #define RP_RPC_INTERNAL_H
 
+#include "rp/metrics.h"
 #include "rp/rpc.h"
 
 #include <grpc/grpc.h>
@@ -27,6 +28,10 @@ typedef struct rp__method {
     rp_method m;
     rp__kind kind;
     void *handle; /* grpc_server_register_method */
+    bool admin;   /* bearer token required */
+    bool exempt;  /* health checks: not subject to the in-flight cap */
+    rp_series *duration;                /* recpipe_rpc_duration_seconds */
+    _Atomic(rp_series *) calls[17];     /* recpipe_rpc_calls_total by status, lazily */
 } rp__method;
 
 typedef struct rp__worker rp__worker;
@@ -79,6 +84,12 @@ struct rp_server {
     double grace_s;
     rp_status_hook status_hook;
     void *status_user;
+    char *admin_token; /* NULL: admin methods are open */
+    int64_t max_in_flight;
+    bool tls, mtls;
+    rp_series *m_in_flight, *m_rejected;
+    rp__method unknown_m; /* metrics of calls to unknown methods (method="unknown") */
+    bool metrics_hooked;
 
     rp__method *methods;
     size_t nmethods;

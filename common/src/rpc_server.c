@@ -15,6 +15,7 @@
 #include "recpipe/v1/admin.pb-c.h"
 #include "rp/clock.h"
 #include "rp/log.h"
+#include "rp/ops.h"
 #include "rp/threads.h"
 
 #include <errno.h>
@@ -244,12 +245,30 @@ static void answer(rp_call *c, int status, const char *details)
     }
 }
 
+/* recpipe_rpc_calls_total{service,method,code} and recpipe_rpc_duration_seconds. */
+static void record_call(rp_server *s, rp__method *m, int status, double seconds)
+{
+    if (status < 0 || status > 16) status = RP_GRPC_UNKNOWN;
+    rp_series *calls = atomic_load_explicit(&m->calls[status], memory_order_acquire);
+    if (!calls) {
+        rp_metric *f = rp_metric_family(RP_METRIC_COUNTER, "recpipe_rpc_calls_total",
+                                        "Calls answered, by method and gRPC status.",
+                                        "service,method,code", NULL, 0);
+        calls = rp_metric_series3(f, s->service, m->m.path, rp_grpc_status_name(status));
+        atomic_store_explicit(&m->calls[status], calls, memory_order_release);
+    }
+    rp_counter_inc(calls);
+    rp_histogram_observe(m->duration, seconds);
+}
+
 static void on_done(rp__tag *t, bool ok)
 {
     rp_call *c = RP__CONTAINER(t, rp_call, done);
     rp_server *s = c->srv;
     (void)ok;
     if (c->cancelled && c->status == RP_GRPC_OK) c->status = RP_GRPC_CANCELLED;
+    record_call(s, c->method ? (rp__method *)c->method : &s->unknown_m, c->status,
+                (double)(rp_now_ns() - c->t_start_ns) / 1e9);
     atomic_fetch_add(&s->calls_total, 1);
     if (c->status != RP_GRPC_OK) atomic_fetch_add(&s->calls_failed, 1);
     if (c->method) {
@@ -262,6 +281,7 @@ static void on_done(rp__tag *t, bool ok)
         access_log(c, path);
     }
     atomic_fetch_sub(&s->in_flight, 1);
+    rp_gauge_add(s->m_in_flight, -1);
     call_put(c);
 }
 
@@ -279,6 +299,15 @@ static void serve_unary(rp_call *c)
         return;
     }
     rp_arena_pb_allocator(c->arena, &c->alloc);
+    if (m->admin && s->admin_token) {
+        int arc = rp_check_bearer(rp_call_metadata(c, "authorization"), s->admin_token, m->m.path,
+                                  &err);
+        if (arc != RP_OK) {
+            rp_warn("rpc", "%s refused: %s (peer %s)", m->m.path, err.msg, rp_call_peer(c));
+            answer(c, rp_err_grpc_status(arc), err.msg);
+            return;
+        }
+    }
     if (!c->payload) {
         snprintf(msg, sizeof msg, "%s: the request carries no message", m->m.path);
         answer(c, RP_GRPC_INVALID_ARGUMENT, msg);
@@ -306,6 +335,7 @@ static void serve_unary(rp_call *c)
         /* The stream takes the grpc_call over; this slot is finished without a status. */
         rp__health_watch_start(c, req);
         atomic_fetch_sub(&s->in_flight, 1);
+        rp_gauge_add(s->m_in_flight, -1);
         c->call = NULL;
         call_put(c);
         return;
@@ -358,7 +388,8 @@ static void on_arrived(rp__tag *t, bool ok)
         return;
     }
     c->t_start_ns = rp_now_ns();
-    atomic_fetch_add(&s->in_flight, 1);
+    unsigned now_in = atomic_fetch_add(&s->in_flight, 1) + 1;
+    rp_gauge_add(s->m_in_flight, 1);
     if (!atomic_load(&s->stopping) && post_slot(s, c->method) != RP_OK && !atomic_load(&s->stopping))
         rp_errlog("rpc", "could not post a new call slot for %s",
                   c->method ? c->method->m.path : "unknown methods");
@@ -369,6 +400,15 @@ static void on_arrived(rp__tag *t, bool ok)
         return;
     }
     set_deadline(c);
+    if ((int64_t)now_in > s->max_in_flight && !c->method->exempt) {
+        /* Shed load rather than queue without bound: the caller may retry elsewhere. */
+        char msg[200];
+        snprintf(msg, sizeof msg, "overloaded: %u calls in flight (limit %" PRId64 ")", now_in,
+                 s->max_in_flight);
+        rp_counter_inc(s->m_rejected);
+        answer(c, RP_GRPC_RESOURCE_EXHAUSTED, msg);
+        return;
+    }
     if (c->deadline_ns <= c->t_start_ns) {
         /* It waited for a worker past its deadline: the caller has given up already. */
         char msg[600];
@@ -428,7 +468,8 @@ static bool has_path(const rp_method *methods, size_t n, const char *path)
 }
 
 /* The service's table, then each built-in the table does not override. */
-static int build_methods(rp_server *s, const rp_method *methods, size_t n, rp_error *err)
+static int build_methods(rp_server *s, const rp_method *methods, size_t n,
+                         const char *const *extra_admin, rp_error *err)
 {
     const rp_method builtins[] = {
         {health_check_path, &grpc__health__v1__health_check_request__descriptor,
@@ -468,7 +509,69 @@ static int build_methods(rp_server *s, const rp_method *methods, size_t n, rp_er
         bm->m = builtins[i];
         bm->kind = !strcmp(builtins[i].path, health_watch_path) ? RP__WATCH : RP__UNARY;
     }
+    static const char *const admin_paths[] = {
+        "/recpipe.v1.Admin/Reload", "/recpipe.v1.Admin/UpsertItems",
+        "/recpipe.v1.Admin/DeleteItems", "/recpipe.v1.Recommender/ForgetUser"};
+    rp_metric *dur = rp_metric_family(RP_METRIC_HISTOGRAM, "recpipe_rpc_duration_seconds",
+                                      "Time from a call's arrival to its answer, by method.",
+                                      "service,method", NULL, 0);
+    for (size_t i = 0; i < s->nmethods; i++) {
+        rp__method *m = &s->methods[i];
+        for (size_t k = 0; extra_admin && extra_admin[k]; k++)
+            if (!strcmp(m->m.path, extra_admin[k])) m->admin = true;
+        for (size_t k = 0; k < sizeof admin_paths / sizeof admin_paths[0]; k++)
+            if (!strcmp(m->m.path, admin_paths[k])) m->admin = true;
+        m->exempt = !strcmp(m->m.path, health_check_path) || !strcmp(m->m.path, health_watch_path);
+        if (m->kind == RP__UNARY) m->duration = rp_metric_series2(dur, s->service, m->m.path);
+    }
+    s->unknown_m.m.path = "unknown";
+    s->unknown_m.duration = rp_metric_series2(dur, s->service, "unknown");
     return RP_OK;
+}
+
+/* Before each scrape: the Admin.Status fields as gauges and counters. */
+static void metrics_hook(void *user)
+{
+    rp_server *s = user;
+    static rp_metric *info, *items, *serving, *hits, *misses, *feedback, *reloads, *uptime;
+    if (!info) {
+        info = rp_metric_family(RP_METRIC_GAUGE, "recpipe_bundle_info",
+                                "The bundle being served (value 1, version in a label).",
+                                "service,version", NULL, 0);
+        items = rp_metric_family(RP_METRIC_GAUGE, "recpipe_bundle_items",
+                                 "Items in the served bundle (or index shard).", "service", NULL, 0);
+        serving = rp_metric_family(RP_METRIC_GAUGE, "recpipe_serving",
+                                   "1 when Health reports SERVING.", "service", NULL, 0);
+        hits = rp_metric_family(RP_METRIC_COUNTER, "recpipe_cache_hits_total",
+                                "Answers served from the gateway cache.", "service", NULL, 0);
+        misses = rp_metric_family(RP_METRIC_COUNTER, "recpipe_cache_misses_total",
+                                  "Gateway cache lookups that missed.", "service", NULL, 0);
+        feedback = rp_metric_family(RP_METRIC_COUNTER, "recpipe_feedback_events_total",
+                                    "Feedback events stored since the start.", "service", NULL, 0);
+        reloads = rp_metric_family(RP_METRIC_COUNTER, "recpipe_bundle_reloads_total",
+                                   "Bundle reloads since the start.", "service", NULL, 0);
+        uptime = rp_metric_family(RP_METRIC_GAUGE, "recpipe_uptime_seconds",
+                                  "Seconds since the server started.", "service", NULL, 0);
+    }
+    Recpipe__V1__StatusResponse r;
+    recpipe__v1__status_response__init(&r);
+    rp_arena *a = NULL;
+    if (s->status_hook && rp_arena_create(0, &a) == RP_OK) s->status_hook(s->status_user, &r, a);
+    rp_metric_hide_where(info, s->service);
+    if (r.bundle_version && r.bundle_version[0])
+        rp_gauge_set(rp_metric_series2(info, s->service, r.bundle_version), 1);
+    rp_gauge_set(rp_metric_series1(serving, s->service), rp_server_serving(s) ? 1 : 0);
+    rp_gauge_set(rp_metric_series1(uptime, s->service), (double)(rp_now_ns() - s->start_ns) / 1e9);
+    if (s->status_hook) {
+        rp_gauge_set(rp_metric_series1(items, s->service), (double)r.item_count);
+        rp_counter_set(rp_metric_series1(reloads, s->service), (double)r.reloads);
+        if (!strcmp(s->service, "gateway")) {
+            rp_counter_set(rp_metric_series1(hits, s->service), (double)r.cache_hits);
+            rp_counter_set(rp_metric_series1(misses, s->service), (double)r.cache_misses);
+            rp_counter_set(rp_metric_series1(feedback, s->service), (double)r.feedback_events);
+        }
+    }
+    rp_arena_destroy(a);
 }
 
 /* "127.0.0.1:0" + 43121 → "127.0.0.1:43121". */
@@ -521,13 +624,41 @@ int rp_server_start(const rp_server_config *cfg, const rp_method *methods, size_
     s->grace_s = cfg->grace_s > 0 ? cfg->grace_s : 10.0;
     s->status_hook = cfg->status_hook;
     s->status_user = cfg->status_user;
+    const char *token = cfg->admin_token ? cfg->admin_token : rp_ops_admin_token();
+    if (token && *token && !(s->admin_token = strdup(token))) {
+        rc = rp_errorf(err, RP_ENOMEM, "out of memory for the server");
+        goto fail;
+    }
+    s->max_in_flight = cfg->max_in_flight > 0 ? cfg->max_in_flight : rp_ops_max_in_flight();
+    if (s->max_in_flight <= 0) s->max_in_flight = 4 * (int64_t)s->nthreads * SLOTS_PER_METHOD;
+    int max_streams = cfg->max_streams > 0 ? cfg->max_streams : (int)rp_ops_max_streams();
+    if (max_streams <= 0) max_streams = 100;
+    const rp_tls_pem *tls = cfg->tls ? cfg->tls : cfg->plaintext ? NULL : rp_ops_server_tls();
+    if (tls && (!tls->cert || !tls->key)) {
+        rc = rp_errorf(err, RP_EINVAL, "TLS: a certificate and its key are required "
+                       "(--tls-cert, --tls-key)");
+        goto fail;
+    }
+    {
+        rp_metric *inf = rp_metric_family(RP_METRIC_GAUGE, "recpipe_rpc_in_flight",
+                                          "Calls taken by a worker and not yet answered.",
+                                          "service", NULL, 0);
+        rp_metric *rej = rp_metric_family(RP_METRIC_COUNTER, "recpipe_rpc_rejected_total",
+                                          "Calls refused with RESOURCE_EXHAUSTED by the "
+                                          "in-flight cap.", "service", NULL, 0);
+        s->m_in_flight = rp_metric_series1(inf, s->service);
+        s->m_rejected = rp_metric_series1(rej, s->service);
+    }
     if (!s->service || !s->version || !s->listen) {
         rc = rp_errorf(err, RP_ENOMEM, "out of memory for the server");
         goto fail;
     }
-    if ((rc = build_methods(s, methods, n, err)) != RP_OK) goto fail;
+    if ((rc = build_methods(s, methods, n, cfg->admin_methods, err)) != RP_OK) goto fail;
 
-    grpc_arg args[2];
+    grpc_arg args[3];
+    args[2].type = GRPC_ARG_INTEGER;
+    args[2].key = (char *)GRPC_ARG_MAX_CONCURRENT_STREAMS;
+    args[2].value.integer = max_streams;
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
     args[0].value.integer = (int)s->max_message_bytes;
@@ -535,7 +666,7 @@ int rp_server_start(const rp_server_config *cfg, const rp_method *methods, size_
     args[1].type = GRPC_ARG_INTEGER;
     args[1].key = (char *)GRPC_ARG_ALLOW_REUSEPORT;
     args[1].value.integer = 0;
-    grpc_channel_args cargs = {2, args};
+    grpc_channel_args cargs = {3, args};
     s->server = grpc_server_create(&cargs, NULL);
     if (!s->server) {
         rc = rp_errorf(err, RP_EIO, "grpc_server_create failed");
@@ -560,7 +691,23 @@ int rp_server_start(const rp_server_config *cfg, const rp_method *methods, size_
             goto fail;
         }
     }
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    grpc_server_credentials *creds;
+    if (tls) {
+        grpc_ssl_pem_key_cert_pair pair = {tls->key, tls->cert};
+        creds = grpc_ssl_server_credentials_create_ex(
+            tls->ca, &pair, 1,
+            tls->ca ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+                    : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE,
+            NULL);
+        s->tls = true;
+        s->mtls = tls->ca != NULL;
+        if (!creds) {
+            rc = rp_errorf(err, RP_EINVAL, "TLS: gRPC refused the certificate, key or CA");
+            goto fail;
+        }
+    } else {
+        creds = grpc_insecure_server_credentials_create();
+    }
     s->port = grpc_server_add_http2_port(s->server, s->listen, creds);
     grpc_server_credentials_release(creds);
     if (s->port <= 0) {
@@ -592,8 +739,12 @@ int rp_server_start(const rp_server_config *cfg, const rp_method *methods, size_
     rp_json_escape(fields, sizeof fields, &fl, s->service);
     fl += (size_t)snprintf(fields + fl, sizeof fields - fl, "\",\"address\":\"");
     rp_json_escape(fields, sizeof fields, &fl, s->bound_address ? s->bound_address : s->listen);
-    snprintf(fields + fl, sizeof fields - fl, "\",\"port\":%d,\"threads\":%d", s->port,
-             s->nthreads);
+    snprintf(fields + fl, sizeof fields - fl,
+             "\",\"port\":%d,\"threads\":%d,\"tls\":\"%s\",\"admin_token\":%s,"
+             "\"max_in_flight\":%" PRId64 ",\"max_streams\":%d",
+             s->port, s->nthreads, s->mtls ? "mutual" : s->tls ? "on" : "off",
+             s->admin_token ? "true" : "false", s->max_in_flight, max_streams);
+    if (rp_metrics_add_hook(metrics_hook, s) == RP_OK) s->metrics_hooked = true;
     rp_logx(RP_LOG_INFO, "rpc", fields, "listening on %s",
             s->bound_address ? s->bound_address : s->listen);
     *out = s;
@@ -749,7 +900,12 @@ int rp_server_stop(rp_server *s, double grace_s)
 void rp_server_destroy(rp_server *s)
 {
     if (!s) return;
+    if (s->metrics_hooked) rp_metrics_remove_hook(metrics_hook, s);
     rp_server_stop(s, s->grace_s);
+    if (s->admin_token) {
+        memset(s->admin_token, 0, strlen(s->admin_token));
+        free(s->admin_token);
+    }
     free(s->workers);
     free(s->methods);
     free(s->service);

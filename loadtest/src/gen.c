@@ -2,6 +2,7 @@
  * histograms, sending on a shared set of channels (one TCP connection each). */
 #include "lt/loadtest.h"
 #include "rp/clock.h"
+#include "rp/ops.h"
 
 #include <grpc/byte_buffer.h>
 #include <grpc/grpc.h>
@@ -570,7 +571,7 @@ int lt_run(const lt_config *cfg, lt_result **out, rp_error *err)
     args[2].key = GRPC_ARG_ENABLE_RETRIES;
     args[2].value.integer = 0;
     grpc_channel_args cargs = {3, args};
-    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+    grpc_channel_credentials *creds = rp_ops_channel_credentials(); /* TLS per rp/ops.h */
     for (uint32_t i = 0; i < r.nch; i++) r.ch[i] = grpc_channel_create(cfg->target, creds, &cargs);
     grpc_channel_credentials_release(creds);
     if ((rc = connect_all(&r, err))) goto done;

@@ -18,6 +18,11 @@
  *     request bytes that do not parse, RESOURCE_EXHAUSTED for messages over the size
  *     limit, DEADLINE_EXCEEDED without running the handler for calls whose deadline
  *     passed while they waited for a worker;
+ *   - admin methods (rp_method.admin) checked against a bearer token; a cap on calls in
+ *     flight (RESOURCE_EXHAUSTED "overloaded: ..."), TLS / mutual TLS (rp/ops.h);
+ *   - Prometheus metrics (rp/metrics.h): recpipe_rpc_calls_total{service,method,code},
+ *     recpipe_rpc_duration_seconds{service,method}, recpipe_rpc_in_flight{service}, and
+ *     gauges from the Admin.Status hook (bundle info, items, cache, feedback, reloads);
  *   - one JSON access-log line per call (rp/log.h, component "rpc": request id, method,
  *     status, latency) at level info;
  *   - graceful stop: report NOT_SERVING, stop accepting, let every call already
@@ -53,6 +58,8 @@
 
 /* Forward declaration of the generated recpipe.v1.StatusResponse (admin.pb-c.h). */
 struct Recpipe__V1__StatusResponse;
+/* TLS material as PEM text (rp/ops.h). */
+struct rp_tls_pem;
 
 /* gRPC status codes (same values as grpc_status_code, without including grpc.h). */
 enum {
@@ -109,6 +116,13 @@ typedef struct rp_method {
     void *user; /* handed back by rp_call_user */
 } rp_method;
 
+/* ADMIN METHODS. When the server has an admin token (rp_server_config.admin_token or
+ * the process default of rp/ops.h), these methods require "authorization: Bearer
+ * <token>": UNAUTHENTICATED without it, PERMISSION_DENIED with a wrong token (compared
+ * in constant time); the handler does not run. Always admin: Admin.Reload,
+ * Admin.UpsertItems, Admin.DeleteItems, Recommender.ForgetUser; a service adds others
+ * with rp_server_config.admin_methods. */
+
 /*
  * Fills the service-specific fields of Admin/Status (bundle_version, item_count,
  * cache counters...). The layer has already set service, software_version, serving,
@@ -127,6 +141,17 @@ typedef struct rp_server_config {
     double grace_s;             /* drain time for rp_server_run_until_signal; <= 0 = 10 s */
     rp_status_hook status_hook; /* may be NULL */
     void *status_user;
+    /* Security and limits. Each field left NULL / 0 takes the process default set by
+     * rp_ops_apply (rp/ops.h), which is itself "off" unless configured. */
+    const char *admin_token;       /* bearer token of admin methods (copied) */
+    const char *const *admin_methods; /* more admin paths, NULL-terminated; may be NULL */
+    const struct rp_tls_pem *tls;  /* cert+key: TLS; with ca: clients must present a
+                                    * certificate signed by ca (mutual TLS). Copied. */
+    int64_t max_in_flight;         /* calls handled at once; more get RESOURCE_EXHAUSTED
+                                    * (health checks exempt); 0 = 4 x threads x 64 */
+    int max_streams;               /* GRPC_ARG_MAX_CONCURRENT_STREAMS per connection;
+                                    * 0 = 100 */
+    bool plaintext;                /* ignore the process TLS default (tests) */
 } rp_server_config;
 
 #define RP_DEFAULT_MAX_MESSAGE_BYTES (4 * 1024 * 1024)
@@ -223,6 +248,11 @@ typedef struct rp_client_config {
     /* Separate TCP connections per rp_client (by default gRPC shares one connection
      * among channels with identical arguments in the process). */
     bool own_connections;
+    /* TLS: ca = the CA of the servers (TLS on), cert+key = the client certificate for
+     * mutual TLS (may be NULL). NULL = the process default of rp_ops_apply (plaintext
+     * unless configured). Copied. */
+    const struct rp_tls_pem *tls;
+    bool plaintext; /* ignore the process TLS default */
 } rp_client_config;
 
 /* Creates a client (cfg may be NULL for defaults). Thread-safe once created. */

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# test_metrics: real `recpipe retrieval` and `recpipe ranking` processes with
+# --metrics-listen 127.0.0.1:0 over a small bundle built here; a few calls (Status, Health
+# through `recpipe status`, Reload refused and accepted with the admin token); the
+# /metrics scrape passes `promtool check metrics`, the call counters moved, the bundle
+# info gauge names the version, process metrics are there; user-id pseudonyms; a second
+# scrape shows the counters grew.
+set -euo pipefail
+B=${RECPIPE_BIN:?RECPIPE_BIN is the recpipe binary}
+T=$(mktemp -d /tmp/recpipe-metrics.XXXXXX)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    rm -rf "$T"
+}
+trap cleanup EXIT
+fail() { echo "FAIL: $*" >&2; for f in "$T"/*.log; do echo "--- $f" >&2; tail -20 "$f" >&2; done; exit 1; }
+
+command -v promtool >/dev/null || fail "promtool is not installed (Debian package prometheus)"
+command -v curl >/dev/null || fail "curl is not installed"
+
+# A small dataset: 200 users, two genres of 60 items each.
+awk 'BEGIN{print "movieId,title,genres"; for(i=1;i<=120;i++) printf "%d,Item %d,%s\n", i, i, (i<=60?"Action":"Drama")}' > "$T/movies.csv"
+awk 'BEGIN{srand(7); print "userId,movieId,rating,timestamp"; for(u=1;u<=200;u++){g=(u%2); for(e=0;e<30;e++){i=int(rand()*rand()*60)+1+(g?60:0); if(rand()<0.2) i=int(rand()*120)+1; printf "%d,%d,%.1f,%d\n",u,i,3+int(rand()*5)/2,1500000000+u*1000+e}}}' > "$T/ratings.csv"
+"$B" import --ratings "$T/ratings.csv" --items "$T/movies.csv" --out "$T/data" > "$T/import.log" 2>&1 || fail "import"
+"$B" build --data "$T/data" --out "$T/bundle" --factors 8 --iters 4 --eval=false > "$T/build.log" 2>&1 || fail "build"
+printf 's3cret-token\n' > "$T/token"
+printf 'wrong-token\n' > "$T/wrong"
+
+# start NAME ARGS...: runs `recpipe NAME ARGS` in the background, waits for both ports.
+start() {
+    local name=$1; shift
+    "$B" "$name" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --threads 2 \
+        --admin-token-file "$T/token" --port-file "$T/$name.port" "$@" > "$T/$name.log" 2>&1 &
+    PIDS+=($!)
+    for _ in $(seq 200); do
+        [ -s "$T/$name.port" ] && grep -q '"metrics_port"' "$T/$name.log" && return 0
+        kill -0 "${PIDS[-1]}" 2>/dev/null || fail "$name exited"
+        sleep 0.05
+    done
+    fail "$name did not start"
+}
+mport() { grep -o '"metrics_port":[0-9]*' "$T/$1.log" | head -1 | cut -d: -f2; }
+
+start retrieval --bundle "$T/bundle"
+start ranking --bundle "$T/bundle"
+
+for svc in retrieval ranking; do
+    port=$(cat "$T/$svc.port")
+    for _ in 1 2 3; do "$B" status --target "127.0.0.1:$port" > /dev/null || fail "$svc status"; done
+    # Reload without the token: UNAUTHENTICATED; wrong token: PERMISSION_DENIED; right: OK.
+    if "$B" reload --targets "127.0.0.1:$port" > "$T/r1.out" 2>&1; then fail "$svc reload without a token succeeded"; fi
+    grep -q UNAUTHENTICATED "$T/r1.out" || fail "$svc reload without token: $(cat "$T/r1.out")"
+    if "$B" reload --targets "127.0.0.1:$port" --token-file "$T/wrong" > "$T/r2.out" 2>&1; then fail "$svc reload with a wrong token succeeded"; fi
+    grep -q PERMISSION_DENIED "$T/r2.out" || fail "$svc reload wrong token: $(cat "$T/r2.out")"
+    "$B" reload --targets "127.0.0.1:$port" --token-file "$T/token" > "$T/r3.out" 2>&1 || fail "$svc reload with the token: $(cat "$T/r3.out")"
+
+    mp=$(mport "$svc")
+    curl -sf -m 5 -D "$T/$svc.hdr" "http://127.0.0.1:$mp/metrics" > "$T/$svc.prom" || fail "$svc scrape"
+    grep -qi '^content-type: text/plain; version=0.0.4' "$T/$svc.hdr" || fail "$svc content type"
+    promtool check metrics < "$T/$svc.prom" > "$T/$svc.promtool" 2>&1 || { cat "$T/$svc.promtool"; fail "$svc promtool"; }
+    grep -q "recpipe_rpc_calls_total{service=\"$svc\",method=\"/recpipe.v1.Admin/Status\",code=\"OK\"} 3" "$T/$svc.prom" || fail "$svc Status counter"
+    grep -q "recpipe_rpc_calls_total{service=\"$svc\",method=\"/recpipe.v1.Admin/Reload\",code=\"UNAUTHENTICATED\"} 1" "$T/$svc.prom" || fail "$svc UNAUTHENTICATED counter"
+    grep -q "recpipe_rpc_calls_total{service=\"$svc\",method=\"/recpipe.v1.Admin/Reload\",code=\"PERMISSION_DENIED\"} 1" "$T/$svc.prom" || fail "$svc PERMISSION_DENIED counter"
+    grep -q "recpipe_rpc_calls_total{service=\"$svc\",method=\"/recpipe.v1.Admin/Reload\",code=\"OK\"} 1" "$T/$svc.prom" || fail "$svc Reload OK counter"
+    grep -q "recpipe_rpc_duration_seconds_count{service=\"$svc\",method=\"/recpipe.v1.Admin/Status\"} 3" "$T/$svc.prom" || fail "$svc duration count"
+    grep -q "recpipe_bundle_info{service=\"$svc\",version=\"[^\"]\+\"} 1" "$T/$svc.prom" || fail "$svc bundle info"
+    grep -q "recpipe_serving{service=\"$svc\"} 1" "$T/$svc.prom" || fail "$svc serving gauge"
+    grep -q "recpipe_rpc_in_flight{service=\"$svc\"} 0" "$T/$svc.prom" || fail "$svc in flight"
+    grep -Eq '^process_resident_memory_bytes [1-9][0-9]{6,}$' "$T/$svc.prom" || fail "$svc resident memory"
+    grep -Eq '^process_start_time_seconds [0-9]' "$T/$svc.prom" || fail "$svc start time"
+    grep -Eq '^process_cpu_seconds_total [0-9]' "$T/$svc.prom" || fail "$svc cpu seconds"
+done
+grep -Eq 'recpipe_bundle_items\{service="retrieval"\} [1-9]' "$T/retrieval.prom" || fail "retrieval item count"
+grep -q 'recpipe_bundle_reloads_total{service="retrieval"} 1' "$T/retrieval.prom" || fail "retrieval reload counter"
+
+# The counters move between scrapes.
+port=$(cat "$T/retrieval.port")
+"$B" status --target "127.0.0.1:$port" > /dev/null
+curl -sf -m 5 "http://127.0.0.1:$(mport retrieval)/metrics" > "$T/again.prom" || fail "second scrape"
+grep -q 'recpipe_rpc_calls_total{service="retrieval",method="/recpipe.v1.Admin/Status",code="OK"} 4' "$T/again.prom" || fail "Status counter did not move"
+# Unknown paths answer 404.
+code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$(mport retrieval)/nope")
+[ "$code" = 404 ] || fail "GET /nope answered $code"
+# Refused admin calls are logged without the token.
+grep -q 's3cret-token\|wrong-token' "$T"/*.log && fail "a token appears in the logs"
+echo "ok: metrics of retrieval and ranking pass promtool; counters, bundle info, admin token checked"
