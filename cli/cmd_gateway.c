@@ -1,12 +1,46 @@
-/* recpipe gateway: the Recommender service (gw/service.h). */
+/* recpipe gateway: the Recommender service (gw/service.h). Without --bundle it starts
+ * anyway: Health NOT_SERVING, Admin.Status answers, the Recommender RPCs answer
+ * UNAVAILABLE "no bundle is loaded". */
 #include "cli.h"
 #include "gw/service.h"
+#include "recpipe/v1/recommender.pb-c.h"
 #include "rp/log.h"
-#include "rp/ops.h"
+#include "rp/rpc.h"
 #include "rp/threads.h"
 
 #include <stdio.h>
 #include <string.h>
+
+static const rp_method no_bundle_methods[] = {
+    {"/recpipe.v1.Recommender/Recommend", &recpipe__v1__recommend_request__descriptor,
+     &recpipe__v1__recommend_response__descriptor, rp_handler_no_bundle, NULL},
+    {"/recpipe.v1.Recommender/Feedback", &recpipe__v1__feedback_request__descriptor,
+     &recpipe__v1__feedback_response__descriptor, rp_handler_no_bundle, NULL},
+    {"/recpipe.v1.Recommender/ForgetUser", &recpipe__v1__forget_user_request__descriptor,
+     &recpipe__v1__forget_user_response__descriptor, rp_handler_no_bundle, NULL},
+};
+
+/* No bundle: the RPC layer's Health (NOT_SERVING) and Admin, and the Recommender
+ * methods answering UNAVAILABLE, until SIGTERM/SIGINT. */
+static int serve_without_bundle(const char *listen, int threads, double grace)
+{
+    rp_server_config cfg = {.service = "gateway",
+                            .version = "0.1.0",
+                            .listen = listen,
+                            .threads = threads,
+                            .grace_s = grace};
+    rp_server *srv;
+    rp_error err = {0};
+    if (rp_server_start(&cfg, no_bundle_methods,
+                        sizeof no_bundle_methods / sizeof no_bundle_methods[0], &srv,
+                        &err) != RP_OK)
+        return cli_fail("gateway", &err);
+    rp_warn("gateway", "no --bundle: serving NOT_SERVING on port %d (the Recommender answers "
+                       "UNAVAILABLE)", rp_server_port(srv));
+    int rc = rp_server_run_until_signal(srv);
+    rp_server_destroy(srv);
+    return rc == RP_OK ? RP_EXIT_OK : RP_EXIT_FAILURE;
+}
 
 int cmd_gateway(int argc, char **argv)
 {
@@ -14,11 +48,12 @@ int cmd_gateway(int argc, char **argv)
     const char *log_level = NULL, *token_file = NULL;
     int64_t threads = 0, history = 0, cache_entries = 0, map_mb = 0;
     double cache_ttl = 0, deadline = 0, grace = 0;
-    rp_ops_flags ops = {0};
     const rp_opt opts[] = {
         {"listen", RP_OPT_STR, &listen, "127.0.0.1:50050", 0, 0, "address to serve on", false},
         {"bundle", RP_OPT_STR, &bundle, NULL, 0, 0,
-         "BUNDLE_DIR: titles, categories, embeddings and popularity of the items", true},
+         "BUNDLE_DIR: titles, categories, embeddings and popularity of the items; "
+         "without it the gateway starts NOT_SERVING and the Recommender answers UNAVAILABLE",
+         false},
         {"state", RP_OPT_STR, &state, NULL, 0, 0,
          "STATE_DIR: user histories (LMDB), created when missing", true},
         {"retrieval", RP_OPT_STR, &retrieval, "", 0, 0,
@@ -44,10 +79,9 @@ int cmd_gateway(int argc, char **argv)
          false},
         {"admin-token-file", RP_OPT_STR, &token_file, NULL, 0, 0,
          "file whose first line is the admin bearer token ForgetUser then requires", false},
-        RP_OPS_METRICS_OPTS(ops), RP_OPS_SERVER_OPTS(ops), RP_OPS_CLIENT_OPTS(ops),
     };
     int rc = cli_parse("gateway",
-                       "gateway --bundle BUNDLE_DIR --state STATE_DIR [--listen ADDR] "
+                       "gateway [--bundle BUNDLE_DIR] --state STATE_DIR [--listen ADDR] "
                        "[--retrieval ADDR[,ADDR...]] [--ranking ADDR[,ADDR...]]",
                        "Serves recpipe.v1.Recommender (Recommend, Feedback, ForgetUser): user "
                        "state in LMDB,\nfan-out to retrieval shards, one ranking call, "
@@ -63,9 +97,6 @@ int cmd_gateway(int argc, char **argv)
     }
     rp_log_set_level(lvl);
     rp_compute_threads(1);
-    ops.admin_token_file = token_file;
-    rp_error oerr = {0};
-    if ((rc = rp_ops_apply(&ops, &oerr)) != RP_OK) return cli_fail("gateway", &oerr);
     char token[1024] = "";
     if (token_file) {
         FILE *f = fopen(token_file, "r");
@@ -83,6 +114,7 @@ int cmd_gateway(int argc, char **argv)
             return cli_fail("gateway", &e);
         }
     }
+    if (!bundle) return serve_without_bundle(listen, (int)threads, grace);
     gw_service_config cfg = {.listen = listen,
                              .bundle = bundle,
                              .state_dir = state,
