@@ -6,6 +6,7 @@
 #include "recpipe/v1/recommender.pb-c.h"
 #include "rp/log.h"
 #include "rp/rpc.h"
+#include "rp/ops.h"
 #include "rp/threads.h"
 
 #include <stdio.h>
@@ -48,6 +49,7 @@ int cmd_gateway(int argc, char **argv)
     const char *log_level = NULL, *token_file = NULL;
     int64_t threads = 0, history = 0, cache_entries = 0, map_mb = 0;
     double cache_ttl = 0, deadline = 0, grace = 0;
+    rp_ops_flags ops = {0};
     const rp_opt opts[] = {
         {"listen", RP_OPT_STR, &listen, "127.0.0.1:50050", 0, 0, "address to serve on", false},
         {"bundle", RP_OPT_STR, &bundle, NULL, 0, 0,
@@ -79,6 +81,7 @@ int cmd_gateway(int argc, char **argv)
          false},
         {"admin-token-file", RP_OPT_STR, &token_file, NULL, 0, 0,
          "file whose first line is the admin bearer token ForgetUser then requires", false},
+        RP_OPS_METRICS_OPTS(ops), RP_OPS_SERVER_OPTS(ops), RP_OPS_CLIENT_OPTS(ops),
     };
     int rc = cli_parse("gateway",
                        "gateway [--bundle BUNDLE_DIR] --state STATE_DIR [--listen ADDR] "
@@ -97,6 +100,9 @@ int cmd_gateway(int argc, char **argv)
     }
     rp_log_set_level(lvl);
     rp_compute_threads(1);
+    ops.admin_token_file = token_file;
+    rp_error oerr = {0};
+    if ((rc = rp_ops_apply(&ops, &oerr)) != RP_OK) return cli_fail("gateway", &oerr);
     char token[1024] = "";
     if (token_file) {
         FILE *f = fopen(token_file, "r");
