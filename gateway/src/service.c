@@ -13,14 +13,20 @@
 #include "recpipe/v1/retrieval.pb-c.h"
 #include "rp/clock.h"
 #include "rp/log.h"
+#include "rp/metrics.h"
+#include "rp/ops.h"
 #include "rp/rpc.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MAX_SHARDS 64
 #define RETRIEVE_PATH "/recpipe.v1.Retrieval/Retrieve"
@@ -28,12 +34,27 @@
 #define MMR_LAMBDA_DEFAULT 0.8f
 #define EXPLAIN_HISTORY 50 /* history items compared for explanations */
 
+/* A catalogue with the references of the requests using it: each request pins the
+ * bundle it started with; the last reference frees it (the service holds one while the
+ * bundle is current). */
+typedef struct gw_pinned {
+    atomic_int refs;
+    gw__catalog *cat;
+} gw_pinned;
+
 struct gw_service {
     rp_server *server;
     rp_client *client;
     gw_state *state;
     gw_cache *cache;
-    gw__catalog *cat;
+    pthread_mutex_t pin_mu;   /* held only to read cur and take a reference */
+    gw_pinned *cur;           /* the bundle new requests use */
+    pthread_mutex_t admin_mu; /* serialises reloads */
+    char start_path[PATH_MAX];
+    atomic_ulong reloads;
+    pthread_t sighup;
+    bool sighup_running;
+    atomic_bool stopping;
     char *retrieval_buf;
     const char *shards[MAX_SHARDS];
     uint32_t nshards;
@@ -46,7 +67,7 @@ struct gw_service {
     pthread_mutex_t ver_mu; /* guards the downstream bundle versions last seen */
     char retrieval_version[64];
     char ranking_version[64];
-    rp_method methods[3];
+    rp_method methods[4];
 };
 
 /* ------------------------------------------------------------------ helpers */
@@ -82,6 +103,34 @@ static void read_versions(gw_service *s, char *retr, char *rank)
     memcpy(retr, s->retrieval_version, 64);
     memcpy(rank, s->ranking_version, 64);
     pthread_mutex_unlock(&s->ver_mu);
+}
+
+static void pinned_unref(gw_pinned *p)
+{
+    if (!p || atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) != 1) return;
+    gw__catalog_free(p->cat);
+    free(p);
+}
+
+static gw_pinned *pin(gw_service *s)
+{
+    pthread_mutex_lock(&s->pin_mu);
+    gw_pinned *p = s->cur;
+    if (p) atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
+    pthread_mutex_unlock(&s->pin_mu);
+    return p;
+}
+
+/* The cache key's bundle part: the gateway's own version and the downstream versions
+ * last seen, so that a reload anywhere stops old answers from being served. */
+static uint64_t bundles_hash(gw_service *s, const gw__catalog *cat)
+{
+    char rv[64], kv[64];
+    read_versions(s, rv, kv);
+    uint64_t h = gw_hash(GW_HASH_INIT, cat->version, strlen(cat->version) + 1);
+    h = gw_hash(h, rv, strnlen(rv, sizeof rv));
+    h = gw_hash(h, "|", 1);
+    return gw_hash(h, kv, strnlen(kv, sizeof kv));
 }
 
 /* The request fields that shape an answer (the clock to the minute). */
@@ -234,8 +283,8 @@ static Recpipe__V1__RecommendResponse *cached_answer(rp_arena *a, const void *bu
     return recpipe__v1__recommend_response__unpack(&al, len, buf);
 }
 
-static int recommend(rp_call *call, const ProtobufCMessage *msg, ProtobufCMessage **out,
-                     rp_error *err)
+static int recommend_on(const gw__catalog *cat, rp_call *call, const ProtobufCMessage *msg,
+                        ProtobufCMessage **out, rp_error *err)
 {
     gw_service *s = rp_call_user(call);
     const Recpipe__V1__RecommendRequest *req = (const Recpipe__V1__RecommendRequest *)msg;
@@ -251,7 +300,6 @@ static int recommend(rp_call *call, const ProtobufCMessage *msg, ProtobufCMessag
     uint64_t budget = deadline - t0;
     uint32_t count = req->count ? req->count : GW_COUNT_DEFAULT;
     int64_t now = req->now ? req->now : rp_wall_s();
-    const gw__catalog *cat = s->cat;
 
     filter_ids fi;
     if ((rc = resolve_filter(cat, req->filter, a, &fi, err))) return rc;
@@ -276,7 +324,7 @@ static int recommend(rp_call *call, const ProtobufCMessage *msg, ProtobufCMessag
     gw_cache_key key = {.user_id = req->user_id,
                         .fingerprint = fingerprint(req, count, now),
                         .state_version = version,
-                        .bundles = gw_hash(GW_HASH_INIT, cat->version, strlen(cat->version))};
+                        .bundles = bundles_hash(s, cat)};
     void *cval;
     size_t clen;
     int crc = gw_cache_get(s->cache, &key, t0, deadline - budget / 2, a, &cval, &clen);
@@ -288,6 +336,7 @@ static int recommend(rp_call *call, const ProtobufCMessage *msg, ProtobufCMessag
             r->request_id = (char *)rp_call_request_id(call);
             tm->total_us = us_since(t0);
             r->timings = tm;
+            rp_metrics_recommend(r);
             *out = &r->base;
             return RP_OK;
         }
@@ -589,15 +638,19 @@ static int recommend(rp_call *call, const ProtobufCMessage *msg, ProtobufCMessag
         it->source = (Recpipe__V1__Source)rk[i].c.source;
         if (known[i]) {
             uint32_t ix = cix[i];
-            it->title = (char *)cat->titles[ix];
+            /* Copied: the response is packed after the bundle is unpinned. */
+            it->title = rp_arena_strdup(a, cat->titles[ix]);
             it->n_categories = cat->cat_off[ix + 1] - cat->cat_off[ix];
             it->categories = rp_arena_alloc(a, (it->n_categories + 1) * sizeof(char *));
-            if (!it->categories) {
+            if (!it->categories || !it->title) {
                 rc = rp_errorf(err, RP_ENOMEM, "out of memory");
                 goto fail;
             }
             for (size_t c = 0; c < it->n_categories; c++)
-                it->categories[c] = (char *)cat->names[cat->cats[cat->cat_off[ix] + c]];
+                if (!(it->categories[c] = rp_arena_strdup(a, cat->names[cat->cats[cat->cat_off[ix] + c]]))) {
+                    rc = rp_errorf(err, RP_ENOMEM, "out of memory");
+                    goto fail;
+                }
         }
         uint64_t because = rk[i].because;
         uint8_t btype = 1;
@@ -646,7 +699,7 @@ static int recommend(rp_call *call, const ProtobufCMessage *msg, ProtobufCMessag
     read_versions(s, rv, kv);
     resp->retrieval_bundle_version = rp_arena_strdup(a, retr_version[0] ? retr_version : rv);
     resp->ranking_bundle_version = rp_arena_strdup(a, rank_version[0] ? rank_version : "");
-    resp->gateway_bundle_version = (char *)cat->version;
+    resp->gateway_bundle_version = rp_arena_strdup(a, cat->version);
     int flags[4];
     size_t nflags = gw_degradations(&oc, flags);
     resp->degraded = rp_arena_alloc(a, (nflags + 1) * sizeof *resp->degraded);
@@ -676,15 +729,28 @@ static int recommend(rp_call *call, const ProtobufCMessage *msg, ProtobufCMessag
     resp->request_id = (char *)rp_call_request_id(call);
     tm->total_us = us_since(t0);
     resp->timings = tm;
-    char fields[160];
-    snprintf(fields, sizeof fields, "\"user_id\":%llu,\"items\":%zu,\"degraded\":%zu,\"shards_ok\":%u",
-             (unsigned long long)req->user_id, npick, nflags, shards_ok);
+    rp_metrics_recommend(resp);
+    char fields[160], uid[17];
+    snprintf(fields, sizeof fields, "\"user\":\"%s\",\"items\":%zu,\"degraded\":%zu,\"shards_ok\":%u",
+             rp_log_user_id(req->user_id, uid), npick, nflags, shards_ok);
     rp_logx(RP_LOG_DEBUG, "gateway", fields, "recommend");
     *out = &resp->base;
     return RP_OK;
 
 fail:
     if (lead) gw_cache_abandon(s->cache, &key);
+    return rc;
+}
+
+/* Every Recommend runs on the bundle current when it started, to its end. */
+static int recommend(rp_call *call, const ProtobufCMessage *msg, ProtobufCMessage **out,
+                     rp_error *err)
+{
+    gw_service *s = rp_call_user(call);
+    gw_pinned *p = pin(s);
+    if (!p) return rp_no_bundle(err);
+    int rc = recommend_on(p->cat, call, msg, out, err);
+    pinned_unref(p);
     return rc;
 }
 
@@ -702,6 +768,7 @@ static int feedback(rp_call *call, const ProtobufCMessage *msg, ProtobufCMessage
     gw_user_event *ev = rp_arena_alloc(a, req->n_events * sizeof *ev);
     if (!ev) return rp_errorf(err, RP_ENOMEM, "out of memory");
     uint32_t unknown = 0;
+    gw_pinned *p = pin(s);
     for (size_t i = 0; i < req->n_events; i++) {
         const Recpipe__V1__FeedbackEvent *e = req->events[i];
         ev[i] = (gw_user_event){.user_id = e->user_id,
@@ -710,8 +777,9 @@ static int feedback(rp_call *call, const ProtobufCMessage *msg, ProtobufCMessage
                                        .value = e->value,
                                        .type = (uint8_t)e->type}};
         uint32_t ix;
-        if (!gw__catalog_find(s->cat, e->item_id, &ix)) unknown++;
+        if (!p || !gw__catalog_find(p->cat, e->item_id, &ix)) unknown++;
     }
+    pinned_unref(p);
     if ((rc = gw_state_append(s->state, ev, req->n_events, err))) return rc;
     atomic_fetch_add(&s->feedback_events, req->n_events);
     Recpipe__V1__FeedbackResponse *r = rp_arena_alloc(a, sizeof *r);
@@ -758,8 +826,152 @@ static int forget_user(rp_call *call, const ProtobufCMessage *msg, ProtobufCMess
     recpipe__v1__forget_user_response__init(r);
     r->existed = existed;
     r->events_deleted = deleted;
-    rp_info("gateway", "forgot user %llu (%u events)", (unsigned long long)req->user_id, deleted);
+    char uid[17];
+    rp_info("gateway", "forgot user %s (%u events)", rp_log_user_id(req->user_id, uid), deleted);
     *out = &r->base;
+    return RP_OK;
+}
+
+/* ------------------------------------------------------------------ Reload */
+
+/* Opens the bundle (checksums verified), builds its catalogue and reads the embeddings
+ * of the items the in-process sources serve, so that the first requests after the swap
+ * do not page them in. */
+static int open_pinned(const char *path, gw_pinned **out, rp_error *err)
+{
+    *out = NULL;
+    gw_pinned *p = calloc(1, sizeof *p);
+    if (!p) return rp_errorf(err, RP_ENOMEM, "out of memory");
+    atomic_init(&p->refs, 1);
+    int rc = gw__catalog_load(path, &p->cat, err);
+    if (rc) {
+        rp_error_prefix(err, "bundle %s", path);
+        free(p);
+        return rc;
+    }
+    gw__catalog *c = p->cat;
+    if (c->dim > 0 && c->n_popular > 0) {
+        float *emb = malloc(c->n_popular * (size_t)c->dim * sizeof *emb);
+        if (!emb) {
+            rc = rp_errorf(err, RP_ENOMEM, "out of memory warming bundle %s", path);
+            goto fail;
+        }
+        rc = gw__catalog_embeddings(c, c->n_popular, c->popular, emb, err);
+        if (!rc && c->n_fresh) {
+            size_t nf = c->n_fresh < c->n_popular ? c->n_fresh : c->n_popular;
+            rc = gw__catalog_embeddings(c, nf, c->fresh, emb, err);
+        }
+        free(emb);
+        if (rc) {
+            rp_error_prefix(err, "bundle %s: embeddings", path);
+            goto fail;
+        }
+    }
+    *out = p;
+    return RP_OK;
+fail:
+    pinned_unref(p);
+    return rc;
+}
+
+/* Loads path (NULL or "" = the start path) and swaps it in; on error the current
+ * bundle keeps serving. prev and now (64 bytes each) may be NULL. */
+static int reload(gw_service *s, const char *path, char *prev, char *now, double *seconds,
+                  rp_error *err)
+{
+    if (!path || !*path) path = s->start_path;
+    uint64_t t0 = rp_now_ns();
+    pthread_mutex_lock(&s->admin_mu);
+    gw_pinned *np;
+    int rc = open_pinned(path, &np, err);
+    if (rc) {
+        pthread_mutex_unlock(&s->admin_mu);
+        rp_warn("gateway", "reload of %s refused: %s; the old bundle keeps serving", path,
+                rp_error_text(err));
+        return rc;
+    }
+    char ver[64];
+    snprintf(ver, sizeof ver, "%s", np->cat->version);
+    if (now) snprintf(now, 64, "%s", ver);
+    /* Counted before the swap, so that a Status showing the new version also counts it. */
+    atomic_fetch_add(&s->reloads, 1);
+    pthread_mutex_lock(&s->pin_mu);
+    gw_pinned *old = s->cur;
+    s->cur = np;
+    pthread_mutex_unlock(&s->pin_mu);
+    if (prev) snprintf(prev, 64, "%s", old ? old->cat->version : "");
+    pinned_unref(old);
+    pthread_mutex_unlock(&s->admin_mu);
+    double secs = (double)(rp_now_ns() - t0) / 1e9;
+    if (seconds) *seconds = secs;
+    rp_info("gateway", "bundle %s (version %s) swapped in after %.3f s", path, ver, secs);
+    return RP_OK;
+}
+
+static int h_reload(rp_call *call, const ProtobufCMessage *msg, ProtobufCMessage **out,
+                    rp_error *err)
+{
+    gw_service *s = rp_call_user(call);
+    const Recpipe__V1__ReloadRequest *req = (const Recpipe__V1__ReloadRequest *)msg;
+    rp_arena *a = rp_call_arena(call);
+    Recpipe__V1__ReloadResponse *r = rp_arena_alloc(a, sizeof *r);
+    char *prev = rp_arena_alloc(a, 64), *now = rp_arena_alloc(a, 64);
+    if (!r || !prev || !now) return rp_errorf(err, RP_ENOMEM, "out of memory");
+    recpipe__v1__reload_response__init(r);
+    double secs = 0;
+    int rc = reload(s, req->bundle_path, prev, now, &secs, err);
+    if (rc) return rc;
+    r->previous_version = prev;
+    r->bundle_version = now;
+    r->load_seconds = secs;
+    *out = &r->base;
+    return RP_OK;
+}
+
+/* SIGHUP may land on any thread (OpenBLAS starts its threads before main can block
+ * anything), so the handler only writes a byte to a pipe that the reload thread reads. */
+static int hup_pipe[2] = {-1, -1};
+
+static void on_sighup(int sig)
+{
+    int saved = errno;
+    unsigned char b = (unsigned char)sig;
+    if (write(hup_pipe[1], &b, 1) < 0) {
+        /* Nothing to do from a signal handler. */
+    }
+    errno = saved;
+}
+
+static void *sighup_main(void *arg)
+{
+    gw_service *s = arg;
+    for (;;) {
+        unsigned char b;
+        ssize_t r = read(hup_pipe[0], &b, 1);
+        if (r < 0 && errno == EINTR) continue;
+        if (r != 1 || atomic_load(&s->stopping)) break;
+        rp_error err;
+        rp_info("gateway", "SIGHUP: reloading %s", s->start_path);
+        if (reload(s, NULL, NULL, NULL, NULL, &err) != RP_OK)
+            rp_errlog("gateway", "SIGHUP reload failed: %s", rp_error_text(&err));
+    }
+    return NULL;
+}
+
+static int watch_sighup(gw_service *s, rp_error *err)
+{
+    if (s->sighup_running) return RP_OK;
+    if (hup_pipe[0] < 0 && pipe(hup_pipe) != 0)
+        return rp_errorf(err, RP_EIO, "SIGHUP pipe: %s", strerror(errno));
+    if (pthread_create(&s->sighup, NULL, sighup_main, s) != 0)
+        return rp_errorf(err, RP_EINTERNAL, "cannot start the SIGHUP thread");
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sighup;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGHUP, &sa, NULL);
+    s->sighup_running = true;
     return RP_OK;
 }
 
@@ -768,9 +980,14 @@ static void status_hook(void *user, Recpipe__V1__StatusResponse *r, rp_arena *ar
     gw_service *s = user;
     gw_cache_stats cs;
     gw_cache_get_stats(s->cache, &cs);
-    r->bundle_version = rp_arena_strdup(arena, s->cat->version);
-    r->bundle_path = rp_arena_strdup(arena, idx_bundle_path(s->cat->bundle));
-    r->item_count = s->cat->n;
+    gw_pinned *p = pin(s);
+    if (p) {
+        r->bundle_version = rp_arena_strdup(arena, p->cat->version);
+        r->bundle_path = rp_arena_strdup(arena, idx_bundle_path(p->cat->bundle));
+        r->item_count = p->cat->n;
+    }
+    pinned_unref(p);
+    r->reloads = atomic_load(&s->reloads);
     r->cache_hits = cs.hits;
     r->cache_misses = cs.misses;
     r->feedback_events = atomic_load(&s->feedback_events);
@@ -789,7 +1006,9 @@ static const rp_method *methods(gw_service *s, size_t *n)
     m[2] = (rp_method){"/recpipe.v1.Recommender/ForgetUser",
                        &recpipe__v1__forget_user_request__descriptor,
                        &recpipe__v1__forget_user_response__descriptor, forget_user, s};
-    *n = 3;
+    m[3] = (rp_method){"/recpipe.v1.Admin/Reload", &recpipe__v1__reload_request__descriptor,
+                       &recpipe__v1__reload_response__descriptor, h_reload, s};
+    *n = 4;
     return m;
 }
 
@@ -800,6 +1019,8 @@ int gw_service_start(const gw_service_config *cfg, gw_service **out, rp_error *e
     gw_service *s = calloc(1, sizeof *s);
     if (!s) return rp_errorf(err, RP_ENOMEM, "out of memory");
     pthread_mutex_init(&s->ver_mu, NULL);
+    pthread_mutex_init(&s->pin_mu, NULL);
+    pthread_mutex_init(&s->admin_mu, NULL);
     s->default_deadline_ms = cfg->default_deadline_ms > 0 ? cfg->default_deadline_ms : 100;
     s->grace_s = cfg->grace_s > 0 ? cfg->grace_s : 5.0;
     if (cfg->retrieval && cfg->retrieval[0]) {
@@ -830,8 +1051,17 @@ int gw_service_start(const gw_service_config *cfg, gw_service **out, rp_error *e
         rc = rp_errorf(err, RP_ENOMEM, "out of memory");
         goto err;
     }
-    if ((rc = gw__catalog_load(cfg->bundle, &s->cat, err))) {
-        rp_error_prefix(err, "--bundle %s", cfg->bundle);
+    if (!cfg->bundle || !cfg->bundle[0]) {
+        rc = rp_errorf(err, RP_EINVAL, "--bundle: a bundle directory is required");
+        goto err;
+    }
+    if (strlen(cfg->bundle) >= sizeof s->start_path) {
+        rc = rp_errorf(err, RP_EINVAL, "--bundle: path longer than %zu bytes", sizeof s->start_path - 1);
+        goto err;
+    }
+    snprintf(s->start_path, sizeof s->start_path, "%s", cfg->bundle);
+    if ((rc = open_pinned(cfg->bundle, &s->cur, err))) {
+        rp_error_prefix(err, "--bundle");
         goto err;
     }
     gw_state_opts so = {.map_size = cfg->state_map_size, .history_len = cfg->history_len};
@@ -854,7 +1084,7 @@ int gw_service_start(const gw_service_config *cfg, gw_service **out, rp_error *e
     if ((rc = rp_server_start(&sc, m, nm, &s->server, err))) goto err;
     rp_server_set_serving(s->server, true);
     rp_info("gateway", "serving bundle %s (%zu items) on port %d, %u retrieval shard(s), ranking %s",
-            s->cat->version, s->cat->n, rp_server_port(s->server), s->nshards,
+            s->cur->cat->version, s->cur->cat->n, rp_server_port(s->server), s->nshards,
             s->ranking ? s->ranking : "(none)");
     *out = s;
     return RP_OK;
@@ -871,20 +1101,32 @@ int gw_service_port(const gw_service *s)
 
 int gw_service_run_until_signal(gw_service *s)
 {
+    rp_error err;
+    if (watch_sighup(s, &err) != RP_OK)
+        rp_warn("gateway", "SIGHUP will not reload: %s", rp_error_text(&err));
     return rp_server_run_until_signal(s->server);
 }
 
 void gw_service_destroy(gw_service *s)
 {
     if (!s) return;
+    if (s->sighup_running) {
+        signal(SIGHUP, SIG_IGN);
+        atomic_store(&s->stopping, true);
+        unsigned char b = 0;
+        if (write(hup_pipe[1], &b, 1) != 1) pthread_cancel(s->sighup);
+        pthread_join(s->sighup, NULL);
+    }
     rp_server_destroy(s->server);
     rp_client_destroy(s->client);
     gw_cache_destroy(s->cache);
     gw_state_close(s->state);
-    gw__catalog_free(s->cat);
+    pinned_unref(s->cur);
     free(s->ranking);
     free(s->admin_token);
     free(s->retrieval_buf);
     pthread_mutex_destroy(&s->ver_mu);
+    pthread_mutex_destroy(&s->pin_mu);
+    pthread_mutex_destroy(&s->admin_mu);
     free(s);
 }

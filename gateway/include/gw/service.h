@@ -8,6 +8,12 @@
  * sources → merge, dedupe, drop seen and excluded → one Rank call → MMR + category
  * caps → cache → answer. The degradation ladder (gw/merge.h) turns failures of
  * downstream services into flags, never into errors, while anything useful exists.
+ *
+ * Admin.Reload (empty bundle_path = the --bundle path, which may be a symlink) and
+ * SIGHUP (once gw_service_run_until_signal runs) open, verify and warm a new bundle, then
+ * swap one pointer: each Recommend keeps the bundle it started with to its end, the old
+ * bundle is freed after its last request, and a bundle that fails to open is refused
+ * (the error names the file) while the old one keeps serving.
  */
 #ifndef GW_SERVICE_H
 #define GW_SERVICE_H

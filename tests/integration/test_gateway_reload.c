@@ -1,0 +1,361 @@
+/*
+ * The gateway's hot swap, over real processes: two bundle versions made by `recpipe
+ * import` + `recpipe build --ranker=false`, one retrieval shard, the gateway started on a
+ * symlink. A thread keeps calling Recommend while the gateway is reloaded 10 times
+ * between the two versions (Admin.Reload with a path, with an empty path after the
+ * symlink flips, and SIGHUP): no call fails and every answer names one of the two
+ * versions. A corrupt bundle is refused with the file named and the old one keeps serving.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "test_gateway_harness.h"
+
+#include "recpipe/v1/admin.pb-c.h"
+#include "recpipe/v1/recommender.pb-c.h"
+
+#define NG 6
+#define PER 40
+#define NUSERS 200
+#define RELOADS 10
+
+static struct {
+    char *dir;
+    char data[300], bundle[2][300], bad[300], link[300], state[300], log[300];
+    rp_client *client;
+    char shard[64], gw[64];
+    pid_t shard_pid, gw_pid;
+} T;
+
+static const char *genres[NG] = {"Action", "Animation", "Comedy", "Drama", "Horror", "Romance"};
+static const char *versions[2] = {"reload-a", "reload-b"};
+
+static uint64_t item_of(int g, int i)
+{
+    return 100ull * (uint64_t)(g + 1) + (uint64_t)i;
+}
+
+/* Each user likes two genres and rates 20 of their items over time. */
+static int write_csv(void)
+{
+    char p[400];
+    snprintf(p, sizeof p, "%s/movies.csv", T.dir);
+    FILE *f = fopen(p, "w");
+    if (!f) return -1;
+    fprintf(f, "movieId,title,genres\n");
+    for (int g = 0; g < NG; g++)
+        for (int i = 0; i < PER; i++)
+            fprintf(f, "%llu,%s Film %d (199%d),%s\n", (unsigned long long)item_of(g, i), genres[g],
+                    i, i % 10, genres[g]);
+    fclose(f);
+    snprintf(p, sizeof p, "%s/ratings.csv", T.dir);
+    f = fopen(p, "w");
+    if (!f) return -1;
+    fprintf(f, "userId,movieId,rating,timestamp\n");
+    uint64_t seed = 777;
+    for (int u = 1; u <= NUSERS; u++) {
+        int g1 = u % NG, g2 = (u / NG) % NG;
+        for (int e = 0; e < 20; e++) {
+            seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+            int g = (seed >> 33) % 4 == 0 ? g2 : g1;
+            int i = (int)((seed >> 40) % PER);
+            fprintf(f, "%d,%llu,4.0,%d\n", u, (unsigned long long)item_of(g, i),
+                    1500000000 + u * 1000 + e);
+        }
+    }
+    fclose(f);
+    return 0;
+}
+
+static int run(const char *const *argv)
+{
+    pid_t p = th_spawn(argv, T.log);
+    int st;
+    waitpid(p, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Points T.link at bundle (atomically: a new link renamed over the old). */
+static int flip_link(const char *bundle)
+{
+    char tmp[320];
+    snprintf(tmp, sizeof tmp, "%s.new", T.link);
+    unlink(tmp);
+    if (symlink(bundle, tmp) != 0 || rename(tmp, T.link) != 0) return -1;
+    return 0;
+}
+
+/* Copies bundle A to T.bad and overwrites bytes in the middle of its largest file. */
+static int make_corrupt(char *file, size_t cap)
+{
+    char cmd[1000];
+    snprintf(cmd, sizeof cmd, "cp -r '%s' '%s'", T.bundle[0], T.bad);
+    if (system(cmd) != 0) return -1;
+    snprintf(cmd, sizeof cmd, "ls -S '%s' | head -n 1", T.bad);
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    char name[200] = "";
+    if (!fgets(name, sizeof name, p)) name[0] = '\0';
+    pclose(p);
+    name[strcspn(name, "\n")] = '\0';
+    if (!name[0]) return -1;
+    snprintf(file, cap, "%s", name);
+    char path[600];
+    snprintf(path, sizeof path, "%s/%s", T.bad, name);
+    int fd = open(path, O_RDWR);
+    if (fd < 0) return -1;
+    off_t size = lseek(fd, 0, SEEK_END);
+    unsigned char junk[64];
+    memset(junk, 0xA5, sizeof junk);
+    int rc = size > 256 && pwrite(fd, junk, sizeof junk, size / 2) == (ssize_t)sizeof junk ? 0 : -1;
+    close(fd);
+    return rc;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    T.dir = th_tmpdir("gw-reload");
+    snprintf(T.data, sizeof T.data, "%s/data", T.dir);
+    snprintf(T.bundle[0], sizeof T.bundle[0], "%s/bundle-a", T.dir);
+    snprintf(T.bundle[1], sizeof T.bundle[1], "%s/bundle-b", T.dir);
+    snprintf(T.bad, sizeof T.bad, "%s/bundle-bad", T.dir);
+    snprintf(T.link, sizeof T.link, "%s/current", T.dir);
+    snprintf(T.state, sizeof T.state, "%s/state", T.dir);
+    snprintf(T.log, sizeof T.log, "%s/run.log", T.dir);
+    if (write_csv()) return -1;
+    char ratings[400], movies[400];
+    snprintf(ratings, sizeof ratings, "%s/ratings.csv", T.dir);
+    snprintf(movies, sizeof movies, "%s/movies.csv", T.dir);
+    const char *imp[] = {"import", "--ratings", ratings, "--items", movies, "--out", T.data, NULL};
+    if (run(imp) != 0) {
+        th_dump_log(T.log);
+        return -1;
+    }
+    for (int v = 0; v < 2; v++) {
+        const char *bld[] = {"build", "--data", T.data, "--out", T.bundle[v], "--version", versions[v],
+                             "--seed", v ? "2" : "1", "--factors", "8", "--iters", "3",
+                             "--eval=false", "--ranker=false", "--target-recall", "0", NULL};
+        if (run(bld) != 0) {
+            th_dump_log(T.log);
+            return -1;
+        }
+    }
+    if (flip_link(T.bundle[0])) return -1;
+    if (rp_client_create(NULL, &T.client, NULL)) return -1;
+    snprintf(T.shard, sizeof T.shard, "127.0.0.1:%d", th_free_port());
+    const char *av[] = {"retrieval", "--bundle", T.bundle[0], "--listen", T.shard, "--log-level",
+                        "warn", NULL};
+    T.shard_pid = th_spawn(av, T.log);
+    if (!th_wait_serving(T.client, T.shard, T.shard_pid, 30)) {
+        th_dump_log(T.log);
+        return -1;
+    }
+    snprintf(T.gw, sizeof T.gw, "127.0.0.1:%d", th_free_port());
+    const char *gv[] = {"gateway", "--bundle", T.link, "--state", T.state, "--listen", T.gw,
+                        "--retrieval", T.shard, "--default-deadline", "2s", "--cache-ttl", "1ms",
+                        "--log-level", "warn", NULL};
+    T.gw_pid = th_spawn(gv, T.log);
+    if (!th_wait_serving(T.client, T.gw, T.gw_pid, 30)) {
+        th_dump_log(T.log);
+        return -1;
+    }
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    th_stop(T.gw_pid, SIGTERM);
+    th_stop(T.shard_pid, SIGTERM);
+    rp_client_destroy(T.client);
+    th_rmtree(T.dir);
+    free(T.dir);
+    return 0;
+}
+
+/* Admin.Reload of path ("" = the start path). Returns the RPC's result; st is filled. */
+static int reload(const char *path, char *now, rp_status *st)
+{
+    rp_arena *a;
+    rp_arena_create(0, &a);
+    Recpipe__V1__ReloadRequest r = RECPIPE__V1__RELOAD_REQUEST__INIT;
+    r.bundle_path = (char *)path;
+    ProtobufCMessage *resp = NULL;
+    rp_call_opts o = {.timeout_ms = 20000};
+    int rc = rp_client_unary(T.client, T.gw, "/recpipe.v1.Admin/Reload", &r.base,
+                             &recpipe__v1__reload_response__descriptor, a, &resp, &o, st);
+    if (rc == RP_OK && now)
+        snprintf(now, 64, "%s", ((Recpipe__V1__ReloadResponse *)resp)->bundle_version);
+    rp_arena_destroy(a);
+    return rc;
+}
+
+/* The version Admin.Status reports. */
+static void status_version(char *out)
+{
+    rp_arena *a;
+    rp_arena_create(0, &a);
+    Recpipe__V1__StatusRequest r = RECPIPE__V1__STATUS_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    rp_call_opts o = {.timeout_ms = 5000};
+    rp_status st;
+    out[0] = '\0';
+    if (rp_client_unary(T.client, T.gw, "/recpipe.v1.Admin/Status", &r.base,
+                        &recpipe__v1__status_response__descriptor, a, &resp, &o, &st) == RP_OK)
+        snprintf(out, 64, "%s", ((Recpipe__V1__StatusResponse *)resp)->bundle_version);
+    rp_arena_destroy(a);
+}
+
+/* ---- the stream of Recommend calls ---- */
+
+typedef struct stream {
+    atomic_bool stop;
+    unsigned long calls, failed, wrong_version, seen[2];
+    char first_error[600];
+} stream;
+
+static void *stream_main(void *arg)
+{
+    stream *s = arg;
+    rp_client *c;
+    if (rp_client_create(NULL, &c, NULL) != RP_OK) {
+        snprintf(s->first_error, sizeof s->first_error, "cannot create a client");
+        s->failed++;
+        return NULL;
+    }
+    rp_arena *a;
+    rp_arena_create(0, &a);
+    uint64_t user = 1;
+    while (!atomic_load(&s->stop)) {
+        rp_arena_reset(a);
+        Recpipe__V1__RecommendRequest r = RECPIPE__V1__RECOMMEND_REQUEST__INIT;
+        r.user_id = user;
+        r.count = 10;
+        user = user % NUSERS + 1;
+        ProtobufCMessage *resp = NULL;
+        rp_call_opts o = {.timeout_ms = 5000};
+        rp_status st;
+        s->calls++;
+        if (rp_client_unary(c, T.gw, "/recpipe.v1.Recommender/Recommend", &r.base,
+                            &recpipe__v1__recommend_response__descriptor, a, &resp, &o, &st) != RP_OK) {
+            if (!s->failed++)
+                snprintf(s->first_error, sizeof s->first_error, "Recommend: %s %s",
+                         rp_grpc_status_name(st.code), st.msg);
+            continue;
+        }
+        const Recpipe__V1__RecommendResponse *rr = (const Recpipe__V1__RecommendResponse *)resp;
+        const char *v = rr->gateway_bundle_version ? rr->gateway_bundle_version : "";
+        if (strcmp(v, versions[0]) == 0) s->seen[0]++;
+        else if (strcmp(v, versions[1]) == 0) s->seen[1]++;
+        else if (!s->wrong_version++)
+            snprintf(s->first_error, sizeof s->first_error, "gateway_bundle_version \"%s\"", v);
+        if (rr->n_items == 0 && !s->failed++)
+            snprintf(s->first_error, sizeof s->first_error, "an answer without items (user %llu)",
+                     (unsigned long long)r.user_id);
+    }
+    rp_arena_destroy(a);
+    rp_client_destroy(c);
+    return NULL;
+}
+
+static void wait_version(const char *want, double timeout_s)
+{
+    char v[64];
+    uint64_t end = rp_now_ns() + (uint64_t)(timeout_s * 1e9);
+    do {
+        status_version(v);
+        if (strcmp(v, want) == 0) return;
+        rp_sleep_ns(50000000ull);
+    } while (rp_now_ns() < end);
+    fail_msg("Status reports bundle version \"%s\", expected \"%s\" after SIGHUP", v, want);
+}
+
+static void test_reload_under_load(void **state)
+{
+    (void)state;
+    char v[64];
+    status_version(v);
+    assert_string_equal(v, versions[0]);
+    stream s = {0};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, stream_main, &s), 0);
+    rp_sleep_ns(300000000ull);
+    for (int i = 1; i <= RELOADS; i++) {
+        int want = i % 2;
+        rp_status st;
+        char now[64] = "";
+        if (i % 3 == 0) {
+            /* The symlink flips, then SIGHUP re-reads the start path. */
+            assert_int_equal(flip_link(T.bundle[want]), 0);
+            kill(T.gw_pid, SIGHUP);
+            wait_version(versions[want], 20);
+        } else if (i % 3 == 1) {
+            int rc = reload(T.bundle[want], now, &st);
+            if (rc != RP_OK) fail_msg("reload %d: %s %s", i, rp_grpc_status_name(st.code), st.msg);
+            assert_string_equal(now, versions[want]);
+        } else {
+            /* Empty path: the start path, after the symlink flips. */
+            assert_int_equal(flip_link(T.bundle[want]), 0);
+            int rc = reload("", now, &st);
+            if (rc != RP_OK) fail_msg("reload %d: %s %s", i, rp_grpc_status_name(st.code), st.msg);
+            assert_string_equal(now, versions[want]);
+        }
+        rp_sleep_ns(250000000ull);
+    }
+    atomic_store(&s.stop, true);
+    pthread_join(th, NULL);
+    fprintf(stderr, "%lu Recommend calls over %d reloads: %lu failed, %lu on %s, %lu on %s\n",
+            s.calls, RELOADS, s.failed, s.seen[0], versions[0], s.seen[1], versions[1]);
+    if (s.failed || s.wrong_version) fail_msg("%s", s.first_error);
+    assert_true(s.calls >= 50);
+    assert_true(s.seen[0] > 0);
+    assert_true(s.seen[1] > 0);
+}
+
+static void test_corrupt_bundle_refused(void **state)
+{
+    (void)state;
+    char cur[64];
+    status_version(cur);
+    assert_true(strcmp(cur, versions[0]) == 0 || strcmp(cur, versions[1]) == 0);
+    char file[200];
+    assert_int_equal(make_corrupt(file, sizeof file), 0);
+    rp_status st;
+    int rc = reload(T.bad, NULL, &st);
+    assert_int_not_equal(rc, RP_OK);
+    fprintf(stderr, "corrupt bundle (%s damaged): %s %s\n", file, rp_grpc_status_name(st.code), st.msg);
+    if (!strstr(st.msg, file)) fail_msg("the refusal does not name %s: %s", file, st.msg);
+    /* A directory that is no bundle at all. */
+    rc = reload(T.dir, NULL, &st);
+    assert_int_not_equal(rc, RP_OK);
+    assert_non_null(strstr(st.msg, T.dir));
+    /* The old bundle keeps serving. */
+    char v[64];
+    status_version(v);
+    assert_string_equal(v, cur);
+    stream s = {0};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, stream_main, &s), 0);
+    rp_sleep_ns(300000000ull);
+    atomic_store(&s.stop, true);
+    pthread_join(th, NULL);
+    if (s.failed || s.wrong_version) fail_msg("%s", s.first_error);
+    assert_true(s.calls > 0);
+    assert_int_equal(s.seen[strcmp(cur, versions[0]) == 0 ? 0 : 1], s.calls);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_reload_under_load),
+        cmocka_unit_test(test_corrupt_bundle_refused),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
