@@ -31,11 +31,14 @@ printf 'wrong-token\n' > "$T/wrong"
 # start NAME ARGS...: runs `recpipe NAME ARGS` in the background, waits for both ports.
 start() {
     local name=$1; shift
+    local pf=(--port-file "$T/$name.port")
+    [ "$name" = gateway ] && pf=()  # the gateway logs its port only
     "$B" "$name" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --threads 2 \
-        --admin-token-file "$T/token" --port-file "$T/$name.port" "$@" > "$T/$name.log" 2>&1 &
+        --admin-token-file "$T/token" "${pf[@]}" "$@" > "$T/$name.log" 2>&1 &
     PIDS+=($!)
     for _ in $(seq 200); do
-        [ -s "$T/$name.port" ] && grep -q '"metrics_port"' "$T/$name.log" && return 0
+        grep -q '"port":' "$T/$name.log" && grep -q '"metrics_port"' "$T/$name.log" &&
+            grep -q 'is now SERVING' "$T/$name.log" && return 0
         kill -0 "${PIDS[-1]}" 2>/dev/null || fail "$name exited"
         sleep 0.05
     done
@@ -47,7 +50,7 @@ start retrieval --bundle "$T/bundle"
 start ranking --bundle "$T/bundle"
 
 for svc in retrieval ranking; do
-    port=$(cat "$T/$svc.port")
+    port=$(grep -o '"port":[0-9]*' "$T/$svc.log" | head -1 | cut -d: -f2)
     for _ in 1 2 3; do "$B" status --target "127.0.0.1:$port" > /dev/null || fail "$svc status"; done
     # Reload without the token: UNAUTHENTICATED; wrong token: PERMISSION_DENIED; right: OK.
     if "$B" reload --targets "127.0.0.1:$port" > "$T/r1.out" 2>&1; then fail "$svc reload without a token succeeded"; fi
@@ -80,9 +83,48 @@ port=$(cat "$T/retrieval.port")
 "$B" status --target "127.0.0.1:$port" > /dev/null
 curl -sf -m 5 "http://127.0.0.1:$(mport retrieval)/metrics" > "$T/again.prom" || fail "second scrape"
 grep -q 'recpipe_rpc_calls_total{service="retrieval",method="/recpipe.v1.Admin/Status",code="OK"} 4' "$T/again.prom" || fail "Status counter did not move"
+# The gateway: Recommend and Feedback from the load generator, stage histograms,
+# degradation reasons, feedback events, cache counters; user ids pseudonymized in logs.
+start gateway --bundle "$T/bundle" --state "$T/state" --retrieval "127.0.0.1:$(cat "$T/retrieval.port")" \
+    --log-level debug
+gp=$(grep -o '"port":[0-9]*' "$T/gateway.log" | head -1 | cut -d: -f2)
+"$B" loadtest --target "127.0.0.1:$gp" --rate 100 --duration 1s --warmup 0 --users 300 --items 120 \
+    --rpc mix > "$T/loadtest.log" 2>&1 || fail "loadtest against the gateway"
+curl -sf -m 5 "http://127.0.0.1:$(mport gateway)/metrics" > "$T/gateway.prom" || fail "gateway scrape"
+promtool check metrics < "$T/gateway.prom" > "$T/gateway.promtool" 2>&1 || { cat "$T/gateway.promtool"; fail "gateway promtool"; }
+grep -Eq 'recpipe_gateway_stage_duration_seconds_count\{stage="total"\} [1-9]' "$T/gateway.prom" || fail "gateway total stage histogram"
+grep -Eq 'recpipe_gateway_stage_duration_seconds_count\{stage="retrieval"\} [1-9]' "$T/gateway.prom" || fail "gateway retrieval stage histogram"
+grep -Eq 'recpipe_gateway_degraded_total\{reason="cold_start"\} [1-9]' "$T/gateway.prom" || fail "gateway cold-start counter"
+grep -Eq 'recpipe_feedback_events_total\{service="gateway"\} [1-9]' "$T/gateway.prom" || fail "gateway feedback events"
+grep -Eq 'recpipe_cache_misses_total\{service="gateway"\} [1-9]' "$T/gateway.prom" || fail "gateway cache misses"
+grep -Eq 'recpipe_rpc_calls_total\{service="gateway",method="/recpipe.v1.Recommender/Recommend",code="OK"\} [1-9]' "$T/gateway.prom" || fail "gateway Recommend counter"
+grep -Eq '"user":"[0-9a-f]{16}"' "$T/gateway.log" || fail "no pseudonymized user in the gateway's debug log"
+grep -q '"user_id"' "$T/gateway.log" && fail "a raw user_id in the gateway log"
+
+# TLS and mutual TLS from the command line: certificates made here with openssl.
+(cd "$T" && exec > openssl.log 2>&1 &&
+ openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=test-ca &&
+ openssl req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr -subj /CN=localhost &&
+ printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > srv.ext &&
+ openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem -days 2 -extfile srv.ext &&
+ openssl req -newkey rsa:2048 -nodes -keyout cli.key -out cli.csr -subj /CN=client &&
+ openssl x509 -req -in cli.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out cli.pem -days 2) || fail "openssl"
+"$B" ranking --listen 127.0.0.1:0 --port-file "$T/tls.port" --tls-cert "$T/srv.pem" --tls-key "$T/srv.key" \
+    --tls-client-ca "$T/ca.pem" > "$T/tls.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 200); do [ -s "$T/tls.port" ] && break; sleep 0.05; done
+tp=$(cat "$T/tls.port")
+grep -q '"tls":"mutual"' "$T/tls.log" || fail "the listener does not report mutual TLS"
+"$B" status --target "127.0.0.1:$tp" --tls-ca "$T/ca.pem" --tls-client-cert "$T/cli.pem" \
+    --tls-client-key "$T/cli.key" --timeout 5s > "$T/tls1.out" 2>&1 || fail "mTLS status: $(cat "$T/tls1.out")"
+if "$B" status --target "127.0.0.1:$tp" --tls-ca "$T/ca.pem" --timeout 3s > "$T/tls2.out" 2>&1; then
+    fail "a client without a certificate was served under mutual TLS"; fi
+if "$B" status --target "127.0.0.1:$tp" --timeout 3s > "$T/tls3.out" 2>&1; then
+    fail "a plaintext client was served by a TLS listener"; fi
+
 # Unknown paths answer 404.
 code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$(mport retrieval)/nope")
 [ "$code" = 404 ] || fail "GET /nope answered $code"
 # Refused admin calls are logged without the token.
 grep -q 's3cret-token\|wrong-token' "$T"/*.log && fail "a token appears in the logs"
-echo "ok: metrics of retrieval and ranking pass promtool; counters, bundle info, admin token checked"
+echo "ok: metrics of retrieval, ranking and gateway pass promtool; counters, bundle info, admin token, pseudonyms, TLS/mTLS from the CLI checked"

@@ -98,4 +98,15 @@ int rp_metrics_http_port(void);
 /* Stops the endpoint (no-op when not running). */
 void rp_metrics_http_stop(void);
 
+struct Recpipe__V1__RecommendResponse;
+/*
+ * The gateway's per-answer metrics, from a finished Recommend answer (its timings and
+ * degradation flags): recpipe_gateway_stage_duration_seconds{stage} for state, cache,
+ * retrieval, rank, diversify and total (stages at 0 us, which did not run, are
+ * skipped, except total), and
+ * recpipe_gateway_degraded_total{reason} per flag ("shard_partial", "ranking_skipped",
+ * "retrieval_failed", "cold_start"). NULL-safe. Thread-safe.
+ */
+void rp_metrics_recommend(const struct Recpipe__V1__RecommendResponse *resp);
+
 #endif
