@@ -14,7 +14,10 @@
  *      fails and every answer is still ranked (no RANKING_SKIPPED).
  *  (c) a shard killed: answers carry DEGRADATION_SHARD_PARTIAL.
  *  (d) that shard restarted on the same address: the flag disappears within a bound.
- *  (e) `recpipe gateway` without --bundle: Health NOT_SERVING, Admin.Status answers,
+ *  (e) `recpipe serve --ranking-replicas 2` on the 4-shard bundle starts 4 shards and 2
+ *      replicas, hands both replica addresses to the gateway, answers ranked, and stops
+ *      every child on SIGTERM.
+ *  (f) `recpipe gateway` without --bundle: Health NOT_SERVING, Admin.Status answers,
  *      Recommend UNAVAILABLE "no bundle is loaded".
  */
 #include <stdarg.h>
@@ -357,6 +360,52 @@ static void test_shard_killed_then_restarted(void **state)
     rp_arena_destroy(a);
 }
 
+static void test_serve_ranking_replicas(void **state)
+{
+    (void)state;
+    char st[400], log[400], gw[64];
+    snprintf(st, sizeof st, "%s/state-serve", T.dir);
+    snprintf(log, sizeof log, "%s/serve.log", T.dir);
+    snprintf(gw, sizeof gw, "127.0.0.1:%d", th_free_port());
+    const char *av[] = {"serve", "--bundle", T.b4, "--state", st, "--listen", gw,
+                        "--ranking-replicas", "2", "--log-level", "warn", NULL};
+    pid_t pid = th_spawn(av, log);
+    if (!th_wait_serving(T.client, gw, pid, 60)) {
+        th_dump_log(log);
+        fail_msg("recpipe serve --ranking-replicas 2: the gateway on %s never served", gw);
+    }
+    /* The ready line names the shards and every ranking replica. */
+    char line[1024] = "", ranks[2][64] = {"", ""};
+    FILE *f = NULL;
+    for (int i = 0; i < 50 && !strstr(line, "ready:"); i++) {
+        f = fopen(log, "r");
+        while (f && fgets(line, sizeof line, f) && !strstr(line, "ready:")) {}
+        if (f) fclose(f);
+        if (!strstr(line, "ready:")) rp_sleep_ns(100000000ull);
+    }
+    fprintf(stderr, "%s", line);
+    assert_non_null(strstr(line, "4 retrieval shard(s)"));
+    const char *rk = strstr(line, "), ranking ");
+    assert_non_null(rk);
+    assert_int_equal(sscanf(rk + 11, "%63[^,],%63[^\n]", ranks[0], ranks[1]), 2);
+    assert_null(strchr(ranks[1], ','));
+    for (int i = 0; i < 2; i++) assert_int_equal(th_health(T.client, ranks[i]), 1);
+    rp_arena *a;
+    rp_arena_create(0, &a);
+    load_pool(a);
+    give_history(a, gw, 3);
+    Recpipe__V1__RecommendResponse *r = rec(a, gw, 3, 10);
+    assert_int_equal(r->n_items, 10);
+    assert_false(flagged(r, RECPIPE__V1__DEGRADATION__DEGRADATION_RANKING_SKIPPED));
+    assert_string_equal(r->ranking_bundle_version, "topo-4");
+    rp_arena_destroy(a);
+    int status = th_stop(pid, SIGTERM);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    /* Its children went with it. */
+    for (int i = 0; i < 2; i++) assert_int_equal(th_health(T.client, ranks[i]), 0);
+    assert_int_equal(th_health(T.client, gw), 0);
+}
+
 static void test_gateway_without_bundle(void **state)
 {
     (void)state;
@@ -403,6 +452,7 @@ int main(void)
         cmocka_unit_test(test_sharded_equals_unsharded),
         cmocka_unit_test(test_ranking_replica_killed_mid_stream),
         cmocka_unit_test(test_shard_killed_then_restarted),
+        cmocka_unit_test(test_serve_ranking_replicas),
         cmocka_unit_test(test_gateway_without_bundle),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
