@@ -90,6 +90,12 @@ struct rp_server {
     rp_series *m_in_flight, *m_rejected;
     rp__method unknown_m; /* metrics of calls to unknown methods (method="unknown") */
     bool metrics_hooked;
+    /* Bundle load times for the metrics: wall ns of the last load, the duration of the
+     * last Admin.Reload; last_version is touched only by the metrics hook. */
+    _Atomic int64_t bundle_loaded_wall_ns;
+    _Atomic uint64_t reload_duration_bits;
+    char last_version[128];
+    int64_t last_scrape_wall_ns;
 
     rp__method *methods;
     size_t nmethods;

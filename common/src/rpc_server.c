@@ -259,6 +259,12 @@ static void record_call(rp_server *s, rp__method *m, int status, double seconds)
     }
     rp_counter_inc(calls);
     rp_histogram_observe(m->duration, seconds);
+    if (status == RP_GRPC_OK && !strcmp(m->m.path, "/recpipe.v1.Admin/Reload")) {
+        uint64_t bits;
+        memcpy(&bits, &seconds, sizeof bits);
+        atomic_store(&s->reload_duration_bits, bits);
+        atomic_store(&s->bundle_loaded_wall_ns, rp_wall_ns());
+    }
 }
 
 static void on_done(rp__tag *t, bool ok)
@@ -533,7 +539,8 @@ static int build_methods(rp_server *s, const rp_method *methods, size_t n,
 static void metrics_hook(void *user)
 {
     rp_server *s = user;
-    static rp_metric *info, *items, *serving, *hits, *misses, *feedback, *reloads, *uptime;
+    static rp_metric *info, *items, *serving, *hits, *misses, *feedback, *reloads, *uptime,
+        *loaded_at, *reload_s;
     if (!info) {
         info = rp_metric_family(RP_METRIC_GAUGE, "recpipe_bundle_info",
                                 "The bundle being served (value 1, version in a label).",
@@ -552,14 +559,39 @@ static void metrics_hook(void *user)
                                    "Bundle reloads since the start.", "service", NULL, 0);
         uptime = rp_metric_family(RP_METRIC_GAUGE, "recpipe_uptime_seconds",
                                   "Seconds since the server started.", "service", NULL, 0);
+        loaded_at = rp_metric_family(RP_METRIC_GAUGE, "recpipe_bundle_loaded_timestamp_seconds",
+                                     "When the served bundle was loaded (Unix time; a swap by "
+                                     "SIGHUP is seen at the next scrape).", "service", NULL, 0);
+        reload_s = rp_metric_family(RP_METRIC_GAUGE, "recpipe_bundle_reload_duration_seconds",
+                                    "Duration of the last successful Admin.Reload (open, "
+                                    "verify, warm, swap).", "service", NULL, 0);
     }
     Recpipe__V1__StatusResponse r;
     recpipe__v1__status_response__init(&r);
     rp_arena *a = NULL;
     if (s->status_hook && rp_arena_create(0, &a) == RP_OK) s->status_hook(s->status_user, &r, a);
     rp_metric_hide_where(info, s->service);
-    if (r.bundle_version && r.bundle_version[0])
+    if (r.bundle_version && r.bundle_version[0]) {
         rp_gauge_set(rp_metric_series2(info, s->service, r.bundle_version), 1);
+        if (strcmp(s->last_version, r.bundle_version)) {
+            /* An Admin.Reload records its own time. Otherwise: first sight = loaded
+             * before the server started; a change = a SIGHUP swap since the last scrape. */
+            int64_t prev = atomic_load(&s->bundle_loaded_wall_ns);
+            if (!s->last_version[0] && prev == 0)
+                atomic_store(&s->bundle_loaded_wall_ns,
+                             rp_wall_ns() - (int64_t)(rp_now_ns() - s->start_ns));
+            else if (s->last_version[0] && prev < s->last_scrape_wall_ns)
+                atomic_store(&s->bundle_loaded_wall_ns, rp_wall_ns());
+            snprintf(s->last_version, sizeof s->last_version, "%s", r.bundle_version);
+        }
+        rp_gauge_set(rp_metric_series1(loaded_at, s->service),
+                     (double)atomic_load(&s->bundle_loaded_wall_ns) / 1e9);
+        uint64_t bits = atomic_load(&s->reload_duration_bits);
+        double d;
+        memcpy(&d, &bits, sizeof d);
+        if (bits) rp_gauge_set(rp_metric_series1(reload_s, s->service), d);
+    }
+    s->last_scrape_wall_ns = rp_wall_ns();
     rp_gauge_set(rp_metric_series1(serving, s->service), rp_server_serving(s) ? 1 : 0);
     rp_gauge_set(rp_metric_series1(uptime, s->service), (double)(rp_now_ns() - s->start_ns) / 1e9);
     if (s->status_hook) {

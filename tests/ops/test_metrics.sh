@@ -77,6 +77,8 @@ for svc in retrieval ranking; do
 done
 grep -Eq 'recpipe_bundle_items\{service="retrieval"\} [1-9]' "$T/retrieval.prom" || fail "retrieval item count"
 grep -q 'recpipe_bundle_reloads_total{service="retrieval"} 1' "$T/retrieval.prom" || fail "retrieval reload counter"
+grep -Eq '^recpipe_bundle_loaded_timestamp_seconds\{service="retrieval"\} 1[0-9]{9}' "$T/retrieval.prom" || fail "bundle load timestamp"
+grep -Eq '^recpipe_bundle_reload_duration_seconds\{service="retrieval"\} [0-9.e-]+$' "$T/retrieval.prom" || fail "bundle reload duration"
 
 # The counters move between scrapes.
 port=$(cat "$T/retrieval.port")
