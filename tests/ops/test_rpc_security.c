@@ -11,7 +11,8 @@
  *     token, OK with the right one, on a built-in path and on one listed in
  *     admin_methods; other methods stay open;
  *   - the in-flight cap: with 2 handlers asleep and max_in_flight 2, further calls get
- *     RESOURCE_EXHAUSTED "overloaded: ..." at once instead of queueing.
+ *     RESOURCE_EXHAUSTED "overloaded: ..." at once instead of queueing;
+ *   - max_streams 1: two slow calls on one connection run one after the other.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -140,7 +141,8 @@ static int teardown(void **state)
     return 0;
 }
 
-static rp_server *start(const rp_tls_pem *tls, const char *token, int64_t max_in_flight)
+static rp_server *start_ex(const rp_tls_pem *tls, const char *token, int64_t max_in_flight,
+                           int max_streams)
 {
     static const char *const extra_admin[] = {GUARDED, NULL};
     rp_server_config cfg = {.service = "sec",
@@ -149,13 +151,19 @@ static rp_server *start(const rp_tls_pem *tls, const char *token, int64_t max_in
                             .tls = tls,
                             .admin_token = token,
                             .admin_methods = extra_admin,
-                            .max_in_flight = max_in_flight};
+                            .max_in_flight = max_in_flight,
+                            .max_streams = max_streams};
     rp_server *s = NULL;
     rp_error err = {0};
     if (rp_server_start(&cfg, methods, sizeof methods / sizeof methods[0], &s, &err) != RP_OK)
         fail_msg("rp_server_start: %s", err.msg);
     rp_server_set_serving(s, true);
     return s;
+}
+
+static rp_server *start(const rp_tls_pem *tls, const char *token, int64_t max_in_flight)
+{
+    return start_ex(tls, token, max_in_flight, 0);
 }
 
 /* One call to path on s with client TLS tls (NULL: plaintext); returns the gRPC code. */
@@ -338,12 +346,66 @@ static void test_in_flight_cap(void **state)
     rp_server_destroy(s);
 }
 
+/* Two 400 ms calls on one connection: concurrent by default, one after the other with
+ * max_streams 1 (the second waits for a stream; it is not refused). Returns ms. */
+static double two_slow_calls(int max_streams)
+{
+    rp_server *s = start_ex(NULL, NULL, 0, max_streams);
+    rp_client_config cc = {.plaintext = true, .own_connections = true};
+    rp_client *c = NULL;
+    rp_async *as = NULL;
+    rp_error err = {0};
+    assert_int_equal(rp_client_create(&cc, &c, &err), RP_OK);
+    assert_int_equal(rp_async_create(c, &as, &err), RP_OK);
+    char target[64];
+    snprintf(target, sizeof target, "127.0.0.1:%d", rp_server_port(s));
+    Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    /* Connect first, so both calls share one established connection. */
+    rp_status st;
+    rp_arena *a0;
+    assert_int_equal(rp_arena_create(0, &a0), RP_OK);
+    ProtobufCMessage *resp = NULL;
+    rp_call_opts o = {.timeout_ms = 5000};
+    assert_int_equal(rp_client_unary(c, target, OPEN, &req.base,
+                                     &grpc__health__v1__health_check_response__descriptor, a0,
+                                     &resp, &o, &st), RP_OK);
+    rp_arena *arenas[2];
+    tally t = {0};
+    uint64_t t0 = rp_now_ns();
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(rp_arena_create(0, &arenas[i]), RP_OK);
+        assert_int_equal(rp_async_start(as, target, SLOW, &req.base,
+                                        &grpc__health__v1__health_check_response__descriptor,
+                                        arenas[i], &o, on_done, &t, &err), RP_OK);
+    }
+    assert_int_equal(rp_async_wait(as, 5000), RP_OK);
+    double ms = (double)(rp_now_ns() - t0) / 1e6;
+    assert_int_equal(atomic_load(&t.ok), 2);
+    rp_async_destroy(as);
+    for (int i = 0; i < 2; i++) rp_arena_destroy(arenas[i]);
+    rp_arena_destroy(a0);
+    rp_client_destroy(c);
+    rp_server_destroy(s);
+    return ms;
+}
+
+static void test_max_streams(void **state)
+{
+    (void)state;
+    double parallel = two_slow_calls(0);
+    double serial = two_slow_calls(1);
+    print_message("two 400 ms calls on one connection: %.0f ms (default streams), %.0f ms "
+                  "(--max-streams 1)\n", parallel, serial);
+    assert_true(parallel < 780);
+    assert_true(serial >= 790);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_plaintext_default), cmocka_unit_test(test_tls),
         cmocka_unit_test(test_mtls), cmocka_unit_test(test_admin_token),
-        cmocka_unit_test(test_in_flight_cap),
+        cmocka_unit_test(test_in_flight_cap), cmocka_unit_test(test_max_streams),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
