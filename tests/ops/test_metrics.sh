@@ -4,7 +4,8 @@
 # through `recpipe status`, Reload refused and accepted with the admin token); the
 # /metrics scrape passes `promtool check metrics`, the call counters moved, the bundle
 # info gauge names the version, process metrics are there; user-id pseudonyms; a second
-# scrape shows the counters grew.
+# scrape shows the counters grew; the gateway under load (stage histograms, degradation
+# reasons, feedback events); TLS and mutual TLS from the CLI, gateway → retrieval over mTLS.
 set -euo pipefail
 B=${RECPIPE_BIN:?RECPIPE_BIN is the recpipe binary}
 T=$(mktemp -d /tmp/recpipe-metrics.XXXXXX)
@@ -124,9 +125,29 @@ if "$B" status --target "127.0.0.1:$tp" --tls-ca "$T/ca.pem" --timeout 3s > "$T/
 if "$B" status --target "127.0.0.1:$tp" --timeout 3s > "$T/tls3.out" 2>&1; then
     fail "a plaintext client was served by a TLS listener"; fi
 
+# The gateway calls a retrieval shard over mutual TLS (client flags), and its answers
+# are not degraded to RETRIEVAL_FAILED.
+"$B" retrieval --bundle "$T/bundle" --listen 127.0.0.1:0 --port-file "$T/tlsr.port" --threads 2 \
+    --tls-cert "$T/srv.pem" --tls-key "$T/srv.key" --tls-client-ca "$T/ca.pem" > "$T/tlsr.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 200); do [ -s "$T/tlsr.port" ] && break; sleep 0.05; done
+"$B" gateway --bundle "$T/bundle" --state "$T/state2" --listen 127.0.0.1:0 --threads 2 \
+    --retrieval "127.0.0.1:$(cat "$T/tlsr.port")" --metrics-listen 127.0.0.1:0 --tls-ca "$T/ca.pem" \
+    --tls-client-cert "$T/cli.pem" --tls-client-key "$T/cli.key" > "$T/tlsgw.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 200); do grep -q 'is now SERVING' "$T/tlsgw.log" && break; sleep 0.05; done
+gp=$(grep -o '"port":[0-9]*' "$T/tlsgw.log" | head -1 | cut -d: -f2)
+"$B" loadtest --target "127.0.0.1:$gp" --rate 50 --duration 1s --warmup 0 --users 300 --items 120 \
+    > "$T/loadtest2.log" 2>&1 || fail "loadtest against the TLS gateway"
+curl -sf -m 5 "http://127.0.0.1:$(mport tlsgw)/metrics" > "$T/tlsgw.prom" || fail "TLS gateway scrape"
+grep -Eq 'recpipe_gateway_stage_duration_seconds_count\{stage="retrieval"\} [1-9]' "$T/tlsgw.prom" || fail "no retrieval over TLS"
+grep -q 'reason="retrieval_failed"' "$T/tlsgw.prom" && fail "gateway → retrieval over mTLS failed"
+grep -Eq 'recpipe_rpc_calls_total\{service="retrieval",method="/recpipe.v1.Retrieval/Retrieve",code="OK"\}' "$T/tlsgw.prom" &&
+    fail "unexpected: the retrieval series in the gateway process"
+
 # Unknown paths answer 404.
 code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$(mport retrieval)/nope")
 [ "$code" = 404 ] || fail "GET /nope answered $code"
 # Refused admin calls are logged without the token.
 grep -q 's3cret-token\|wrong-token' "$T"/*.log && fail "a token appears in the logs"
-echo "ok: metrics of retrieval, ranking and gateway pass promtool; counters, bundle info, admin token, pseudonyms, TLS/mTLS from the CLI checked"
+echo "ok: metrics of retrieval, ranking and gateway pass promtool; counters, bundle info, admin token, pseudonyms, TLS/mTLS from the CLI and gateway → retrieval over mTLS checked"
