@@ -1,0 +1,167 @@
+#!/bin/sh
+# bench/soak/run.sh BUILD_DIR — the whole system under steady load for a long time, with
+# every service hot-swapping its bundle every minute.
+#
+#   services: `recpipe serve` on the ml-latest-small bundle (one retrieval shard, one
+#             ranking process, the gateway: child processes on loopback);
+#   bundles:  two builds of ml-latest-small (versions soak-a and soak-b, different seeds);
+#   1. `recpipe loadtest --rpc mix --mix recommend=0.9,feedback=0.1 --find-max` (p99 under
+#      SOAK_SLO_MS, default 100 ms; 5 s steps)                      → the maximum rate;
+#   2. the same mix, open loop at 70 % of it, for SOAK_SECONDS (default 600);
+#      meanwhile `recpipe reload --targets <gateway,retrieval,ranking>` every
+#      SOAK_RELOAD_S (default 60 s), alternating soak-b / soak-a, and VmRSS of each
+#      service read from /proc/PID/status every 5 s;
+#   → failed calls (every non-OK status), failed reloads, and each service's RSS growth
+#     from the end of the warm-up (SOAK_WARMUP_S, default a quarter of the run, at most
+#     60 s) to the end.
+# Writes bench/results/soak.json. Takes SOAK_SECONDS plus about 2 minutes (two bundle
+# builds and the rate search).
+set -eu
+BUILD=${1:-build}
+SRC=$(cd "$(dirname "$0")/../.." && pwd)
+BUILD=$(cd "$BUILD" && pwd)
+BIN="$BUILD/recpipe"
+[ -x "$BIN" ] || cmake --build "$BUILD" --target recpipe >/dev/null
+OUT="$SRC/bench/results"
+mkdir -p "$OUT"
+SOAK_SECONDS=${SOAK_SECONDS:-600}
+SOAK_RELOAD_S=${SOAK_RELOAD_S:-60}
+SOAK_SLO_MS=${SOAK_SLO_MS:-100}
+if [ -z "${SOAK_WARMUP_S:-}" ]; then
+  SOAK_WARMUP_S=$((SOAK_SECONDS / 4)); [ "$SOAK_WARMUP_S" -gt 60 ] && SOAK_WARMUP_S=60
+fi
+TMP=$(mktemp -d)
+SPID=""
+LTPID=""
+cleanup() {
+  [ -n "$LTPID" ] && kill "$LTPID" 2>/dev/null || true
+  if [ -n "$SPID" ]; then kill "$SPID" 2>/dev/null || true; wait "$SPID" 2>/dev/null || true; fi
+  rm -rf "$TMP"
+}
+trap cleanup EXIT INT TERM
+PY=/usr/bin/python3
+free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+D=$SRC/data/ml-latest-small
+[ -f "$D/ratings.csv" ] || D=/work/shared/data/ml-latest-small
+echo "building two ml-latest-small bundles (soak-a, soak-b)"
+"$BIN" import --ratings "$D/ratings.csv" --items "$D/movies.csv" --tags "$D/tags.csv" --out "$TMP/ml" >/dev/null
+"$BIN" build --data "$TMP/ml" --out "$TMP/a" --version soak-a --seed 1 --eval=false >"$TMP/build.log" 2>&1
+"$BIN" build --data "$TMP/ml" --out "$TMP/b" --version soak-b --seed 2 --eval=false >>"$TMP/build.log" 2>&1
+
+GP=$(free_port)
+"$BIN" serve --bundle "$TMP/a" --state "$TMP/state" --listen 127.0.0.1:$GP >"$TMP/serve.out" 2>"$TMP/serve.log" &
+SPID=$!
+i=0
+until grep -q "ready" "$TMP/serve.out" 2>/dev/null; do
+  i=$((i + 1))
+  if [ $i -gt 600 ] || ! kill -0 "$SPID" 2>/dev/null; then
+    echo "bench/soak: recpipe serve did not become ready"; tail -n 20 "$TMP/serve.log"; exit 1
+  fi
+  sleep 0.2
+done
+cat "$TMP/serve.out"
+# The children's pids and addresses, from their command lines.
+GPID=""; RPID=""; KPID=""; RADDR=""; KADDR=""
+for p in $(ps --ppid "$SPID" -o pid=); do
+  args=$(tr '\0' ' ' <"/proc/$p/cmdline")
+  addr=$(echo "$args" | sed -n 's/.*--listen \([^ ]*\).*/\1/p')
+  case "$args" in
+    *" gateway "*) GPID=$p ;;
+    *" retrieval "*) RPID=$p; RADDR="$RADDR${RADDR:+,}$addr" ;;
+    *" ranking "*) KPID=$p; KADDR="$KADDR${KADDR:+,}$addr" ;;
+  esac
+done
+[ -n "$GPID" ] && [ -n "$RPID" ] || { echo "bench/soak: cannot find the gateway and retrieval processes"; exit 1; }
+TARGETS="127.0.0.1:$GP${RADDR:+,$RADDR}${KADDR:+,$KADDR}"
+echo "reload targets: $TARGETS"
+
+LT="--target 127.0.0.1:$GP --rpc mix --mix recommend=0.9,feedback=0.1 --dataset $TMP/ml --bundle $TMP/a --connections 2 --deadline-ms 1000"
+echo "finding the maximum rate (p99 under $SOAK_SLO_MS ms)"
+"$BIN" loadtest $LT --find-max --rate 100 --slo-p99-ms "$SOAK_SLO_MS" --step-duration 5s \
+  --step-warmup 1s --max-rate 20000 --json "$TMP/max.json" >/dev/null
+MAX=$($PY -c "import json,sys; print(json.load(open(sys.argv[1]))['find_max']['best_rate'])" "$TMP/max.json")
+RATE=$($PY -c "import sys; print(max(1.0, round(0.7 * float(sys.argv[1]), 1)))" "$MAX")
+echo "max rate $MAX calls/s; soaking at $RATE calls/s for $SOAK_SECONDS s, reloads every $SOAK_RELOAD_S s"
+
+"$BIN" loadtest $LT --rate "$RATE" --warmup 0s --duration "${SOAK_SECONDS}s" \
+  --json "$TMP/soak.json" >"$TMP/soak.out" 2>&1 &
+LTPID=$!
+T0=$(date +%s)
+NEXT_RELOAD=$SOAK_RELOAD_S
+NEXT_SAMPLE=0
+RELOADS=0; RELOAD_FAILS=0; WHICH=b
+: >"$TMP/rss.csv"; : >"$TMP/reloads.csv"
+while kill -0 "$LTPID" 2>/dev/null; do
+  T=$(($(date +%s) - T0))
+  if [ "$T" -ge "$NEXT_SAMPLE" ]; then
+    echo "$T,$(rss_kb "$GPID"),$(rss_kb "$RPID"),$( [ -n "$KPID" ] && rss_kb "$KPID" || echo 0)" >>"$TMP/rss.csv"
+    NEXT_SAMPLE=$((NEXT_SAMPLE + 5))
+  fi
+  if [ "$T" -ge "$NEXT_RELOAD" ] && [ "$T" -lt "$SOAK_SECONDS" ]; then
+    RELOADS=$((RELOADS + 1))
+    if "$BIN" reload --targets "$TARGETS" --bundle "$TMP/$WHICH" >"$TMP/reload.out" 2>&1; then
+      echo "$T,soak-$WHICH,ok" >>"$TMP/reloads.csv"
+    else
+      RELOAD_FAILS=$((RELOAD_FAILS + 1))
+      echo "$T,soak-$WHICH,failed" >>"$TMP/reloads.csv"
+      cat "$TMP/reload.out"
+    fi
+    echo "  t=${T}s reload to soak-$WHICH: $(tr '\n' ' ' <"$TMP/reload.out")"
+    [ "$WHICH" = b ] && WHICH=a || WHICH=b
+    NEXT_RELOAD=$((NEXT_RELOAD + SOAK_RELOAD_S))
+  fi
+  sleep 1
+done
+wait "$LTPID" || true
+LTPID=""
+echo "$(($(date +%s) - T0)),$(rss_kb "$GPID"),$(rss_kb "$RPID"),$( [ -n "$KPID" ] && rss_kb "$KPID" || echo 0)" >>"$TMP/rss.csv"
+ALIVE=1; kill -0 "$SPID" 2>/dev/null || ALIVE=0
+[ -f "$TMP/soak.json" ] || { echo "bench/soak: loadtest wrote no JSON"; cat "$TMP/soak.out"; exit 1; }
+
+$PY - "$TMP" "$OUT/soak.json" "$MAX" "$RATE" "$SOAK_SECONDS" "$SOAK_RELOAD_S" "$SOAK_WARMUP_S" \
+  "$RELOADS" "$RELOAD_FAILS" "$ALIVE" "$SOAK_SLO_MS" <<'EOF'
+import json, sys
+tmp, out = sys.argv[1], sys.argv[2]
+mx, rate, secs, every, warm, reloads, rfails, alive, slo = sys.argv[3:12]
+lt = json.load(open(tmp + "/soak.json"))
+rows = [list(map(int, l.strip().split(","))) for l in open(tmp + "/rss.csv") if l.strip()]
+names = ["gateway", "retrieval", "ranking"]
+base = next((r for r in rows if r[0] >= int(warm)), rows[0])
+last = rows[-1]
+rss = {}
+for k, n in enumerate(names, start=1):
+    if last[k] == 0 and base[k] == 0:
+        continue
+    rss[n] = {"after_warmup_kb": base[k], "end_kb": last[k], "max_kb": max(r[k] for r in rows),
+              "growth_kb": last[k] - base[k]}
+s = lt["summary"]
+st = lt.get("status", {})
+failed = sum(v for k, v in st.items() if k != "OK")
+res = {"bench": "soak", "max_rate": float(mx), "rate": float(rate), "slo_p99_ms": float(slo),
+       "seconds": int(secs), "reload_every_s": int(every), "warmup_s": int(warm),
+       "reloads": int(reloads), "reloads_failed": int(rfails), "services_alive": alive == "1",
+       "calls": s["measured"], "failed_calls": failed, "status": st,
+       "achieved_rate": s["achieved_rate"], "latency_ms": lt["latency_ms"],
+       "rss": rss, "rss_samples": [{"t_s": r[0], **{n: r[k] for k, n in enumerate(names, 1)}} for r in rows],
+       "reload_log": [l.strip() for l in open(tmp + "/reloads.csv") if l.strip()],
+       "timeline": [{k: x.get(k) for k in ("t", "rate", "errors", "p50_ms", "p99_ms")}
+                    for x in lt.get("timeline", [])]}
+# Errors within 5 s after a reload against the rest: is a failure the swap or the load?
+rl = [int(l.split(",")[0]) for l in res["reload_log"]]
+near = sum(x.get("errors", 0) for x in lt.get("timeline", []) if any(0 <= x["t"] - r < 5 for r in rl))
+res["errors_within_5s_of_a_reload"] = near
+bad = [x["t"] for x in lt.get("timeline", []) if x.get("errors")]
+json.dump(res, open(out, "w"), indent=1)
+print("calls %d at %.1f/s (70%% of %.1f), failed %d %s; reloads %d (%d failed); p50 %.2f ms p99 %.2f ms"
+      % (s["measured"], s["achieved_rate"], float(mx), failed, st, int(reloads), int(rfails),
+         lt["latency_ms"]["p50"], lt["latency_ms"]["p99"]))
+print("  errors within 5 s after a reload: %d; seconds with errors: %s"
+      % (near, "none" if not bad else "%d (first t=%ds, last t=%ds)" % (len(bad), bad[0], bad[-1])))
+for n, v in rss.items():
+    print("  %-9s RSS %7.1f MB after warm-up (t=%ds) -> %7.1f MB at the end: %+.1f MB (max %.1f MB)"
+          % (n, v["after_warmup_kb"] / 1024, base[0], v["end_kb"] / 1024, v["growth_kb"] / 1024, v["max_kb"] / 1024))
+print("bench/soak: wrote", out)
+EOF
+[ "$ALIVE" = 1 ] || { echo "bench/soak: recpipe serve died during the soak"; tail -n 20 "$TMP/serve.log"; exit 1; }
