@@ -68,3 +68,17 @@ void rp_metrics_recommend(const struct Recpipe__V1__RecommendResponse *resp)
     }
     for (size_t i = 0; i < resp->n_degraded; i++) rp_counter_inc(reason_series((int)resp->degraded[i]));
 }
+
+void rp_metrics_cache_evictions(uint64_t total)
+{
+    static _Atomic(rp_series *) ev;
+    rp_series *s = atomic_load(&ev);
+    if (!s) {
+        s = rp_metric_series1(rp_metric_family(RP_METRIC_COUNTER, "recpipe_cache_evictions_total",
+                                               "Gateway cache entries pushed out by the size "
+                                               "bounds.", "service", NULL, 0),
+                              "gateway");
+        atomic_store(&ev, s);
+    }
+    rp_counter_set(s, (double)total);
+}

@@ -22,6 +22,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef enum rp_metric_type {
     RP_METRIC_COUNTER = 0,
@@ -108,5 +109,8 @@ struct Recpipe__V1__RecommendResponse;
  * "retrieval_failed", "cold_start"). NULL-safe. Thread-safe.
  */
 void rp_metrics_recommend(const struct Recpipe__V1__RecommendResponse *resp);
+/* The gateway cache's eviction total (recpipe_cache_evictions_total{service="gateway"});
+ * called from its Admin.Status hook, which the RPC layer runs before each scrape. */
+void rp_metrics_cache_evictions(uint64_t total);
 
 #endif
