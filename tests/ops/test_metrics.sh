@@ -146,6 +146,19 @@ grep -q 'reason="retrieval_failed"' "$T/tlsgw.prom" && fail "gateway → retriev
 grep -Eq 'recpipe_rpc_calls_total\{service="retrieval",method="/recpipe.v1.Retrieval/Retrieve",code="OK"\}' "$T/tlsgw.prom" &&
     fail "unexpected: the retrieval series in the gateway process"
 
+# The token from the environment (RECPIPE_ADMIN_TOKEN) instead of a file.
+RECPIPE_ADMIN_TOKEN=env-token "$B" ranking --listen 127.0.0.1:0 --port-file "$T/env.port" > "$T/env.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 200); do [ -s "$T/env.port" ] && break; sleep 0.05; done
+if "$B" reload --targets "127.0.0.1:$(cat "$T/env.port")" > "$T/e1.out" 2>&1; then fail "RECPIPE_ADMIN_TOKEN ignored"; fi
+grep -q UNAUTHENTICATED "$T/e1.out" || fail "env token: $(cat "$T/e1.out")"
+printf 'env-token\n' > "$T/envtok"
+"$B" reload --targets "127.0.0.1:$(cat "$T/env.port")" --token-file "$T/envtok" > "$T/e2.out" 2>&1 &&
+    fail "reload of a service without a bundle succeeded"
+# Past the token check, a ranking without a bundle does not serve Reload.
+grep -q UNIMPLEMENTED "$T/e2.out" || fail "env token: $(cat "$T/e2.out")"
+grep -q 'PERMISSION_DENIED\|UNAUTHENTICATED' "$T/e2.out" && fail "the env token was refused"
+
 # Unknown paths answer 404.
 code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$(mport retrieval)/nope")
 [ "$code" = 404 ] || fail "GET /nope answered $code"
