@@ -570,8 +570,10 @@ static const bcase cases[] = {
     {"forget: wire type 7", GW, P_FORGET, m_raw_bad_wiretype, INV, "ForgetUser"},
     {"gateway status: garbage bytes", GW, P_STATUS, m_raw_garbage, INV, "Status"},
     {"gateway status: a valid request", GW, P_STATUS, m_status, RP_GRPC_OK, NULL},
-    {"gateway reload: a corrupt bundle", GW, P_RELOAD, m_reload_truncated, RP_GRPC_UNIMPLEMENTED,
-     NULL},
+    {"gateway reload: a corrupt bundle", GW, P_RELOAD, m_reload_truncated, RP_GRPC_DATA_LOSS,
+     "shard-0.faiss"},
+    {"gateway reload: a manifest from format 99", GW, P_RELOAD, m_reload_future,
+     RP_GRPC_FAILED_PRECONDITION, "format"},
     {"gateway: unknown method", GW, "/recpipe.v1.Recommender/Nope", m_rec_ok,
      RP_GRPC_UNIMPLEMENTED, NULL},
 
