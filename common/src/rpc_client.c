@@ -28,7 +28,7 @@ typedef struct chanset {
 struct rp_client {
     pthread_mutex_t mu;
     chanset *sets;
-    grpc_arg argv[3];
+    grpc_arg argv[4];
     grpc_channel_args args;
     grpc_channel_credentials *creds; /* shared by every channel; insecure or ssl */
 };
@@ -54,6 +54,11 @@ int rp_client_create(const rp_client_config *cfg, rp_client **out, rp_error *err
     c->argv[n].type = GRPC_ARG_INTEGER;
     c->argv[n].key = (char *)GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
     c->argv[n++].value.integer = -1;
+    /* A name that resolves to several addresses (a headless Service: every replica of a
+     * shard) is balanced call by call rather than pinned to the first address. */
+    c->argv[n].type = GRPC_ARG_STRING;
+    c->argv[n].key = (char *)GRPC_ARG_SERVICE_CONFIG;
+    c->argv[n++].value.string = (char *)"{\"loadBalancingConfig\":[{\"round_robin\":{}}]}";
     if (cfg && cfg->own_connections) {
         c->argv[n].type = GRPC_ARG_INTEGER;
         c->argv[n].key = (char *)GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL;
