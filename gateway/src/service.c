@@ -13,6 +13,7 @@
 #include "recpipe/v1/retrieval.pb-c.h"
 #include "rp/clock.h"
 #include "rp/log.h"
+#include "rp/sighup.h"
 #include "rp/metrics.h"
 #include "rp/ops.h"
 #include "rp/rpc.h"
@@ -52,8 +53,7 @@ struct gw_service {
     pthread_mutex_t admin_mu; /* serialises reloads */
     char start_path[PATH_MAX];
     atomic_ulong reloads;
-    pthread_t sighup;
-    bool sighup_running;
+    rp_sighup *hup; /* SIGHUP watcher, or NULL */
     atomic_bool stopping;
     char *retrieval_buf;
     const char *shards[MAX_SHARDS];
@@ -928,51 +928,18 @@ static int h_reload(rp_call *call, const ProtobufCMessage *msg, ProtobufCMessage
     return RP_OK;
 }
 
-/* SIGHUP may land on any thread (OpenBLAS starts its threads before main can block
- * anything), so the handler only writes a byte to a pipe that the reload thread reads. */
-static int hup_pipe[2] = {-1, -1};
-
-static void on_sighup(int sig)
-{
-    int saved = errno;
-    unsigned char b = (unsigned char)sig;
-    if (write(hup_pipe[1], &b, 1) < 0) {
-        /* Nothing to do from a signal handler. */
-    }
-    errno = saved;
-}
-
-static void *sighup_main(void *arg)
+static void on_hup(void *arg)
 {
     gw_service *s = arg;
-    for (;;) {
-        unsigned char b;
-        ssize_t r = read(hup_pipe[0], &b, 1);
-        if (r < 0 && errno == EINTR) continue;
-        if (r != 1 || atomic_load(&s->stopping)) break;
-        rp_error err;
-        rp_info("gateway", "SIGHUP: reloading %s", s->start_path);
-        if (reload(s, NULL, NULL, NULL, NULL, &err) != RP_OK)
-            rp_errlog("gateway", "SIGHUP reload failed: %s", rp_error_text(&err));
-    }
-    return NULL;
+    rp_error err;
+    rp_info("gateway", "SIGHUP: reloading %s", s->start_path);
+    if (reload(s, NULL, NULL, NULL, NULL, &err) != RP_OK)
+        rp_errlog("gateway", "SIGHUP reload failed: %s", rp_error_text(&err));
 }
 
 static int watch_sighup(gw_service *s, rp_error *err)
 {
-    if (s->sighup_running) return RP_OK;
-    if (hup_pipe[0] < 0 && pipe(hup_pipe) != 0)
-        return rp_errorf(err, RP_EIO, "SIGHUP pipe: %s", strerror(errno));
-    if (pthread_create(&s->sighup, NULL, sighup_main, s) != 0)
-        return rp_errorf(err, RP_EINTERNAL, "cannot start the SIGHUP thread");
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sighup;
-    sa.sa_flags = SA_RESTART;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGHUP, &sa, NULL);
-    s->sighup_running = true;
-    return RP_OK;
+    return s->hup ? RP_OK : rp_sighup_start(on_hup, s, &s->hup, err);
 }
 
 static void status_hook(void *user, Recpipe__V1__StatusResponse *r, rp_arena *arena)
@@ -1111,13 +1078,7 @@ int gw_service_run_until_signal(gw_service *s)
 void gw_service_destroy(gw_service *s)
 {
     if (!s) return;
-    if (s->sighup_running) {
-        signal(SIGHUP, SIG_IGN);
-        atomic_store(&s->stopping, true);
-        unsigned char b = 0;
-        if (write(hup_pipe[1], &b, 1) != 1) pthread_cancel(s->sighup);
-        pthread_join(s->sighup, NULL);
-    }
+    rp_sighup_stop(s->hup);
     rp_server_destroy(s->server);
     rp_client_destroy(s->client);
     gw_cache_destroy(s->cache);

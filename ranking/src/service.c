@@ -8,6 +8,7 @@
 #include "recpipe/v1/ranking.pb-c.h"
 #include "rp/clock.h"
 #include "rp/log.h"
+#include "rp/sighup.h"
 
 #include <limits.h>
 #include <math.h>
@@ -37,8 +38,7 @@ struct rank_service {
     atomic_ulong reloads;
     atomic_ulong gen;
     rp_method methods[2];
-    pthread_t sighup;
-    bool sighup_running;
+    rp_sighup *hup; /* SIGHUP watcher, or NULL */
     atomic_bool stopping;
 };
 
@@ -347,60 +347,24 @@ int rank_service_create(const char *bundle_path, rank_service **out, rp_error *e
     return RP_OK;
 }
 
-/* SIGHUP: a handler posts a semaphore (async-signal-safe) and a thread reloads. A handler
- * rather than sigwait, because threads that libraries start before main (OpenBLAS's pool)
- * do not block the signal, and its default action would end the process. */
-static sem_t hup_sem;
-
-static void on_sighup(int sig)
-{
-    (void)sig;
-    sem_post(&hup_sem);
-}
-
-static void *sighup_main(void *arg)
+static void on_hup(void *arg)
 {
     rank_service *s = arg;
-    for (;;) {
-        if (sem_wait(&hup_sem) != 0) continue;
-        if (atomic_load(&s->stopping)) break;
-        rp_error err;
-        rp_info("ranking", "SIGHUP: reloading %s", s->start_path);
-        if (rank_service_reload(s, NULL, NULL, NULL, NULL, &err) != RP_OK)
-            rp_errlog("ranking", "SIGHUP reload failed: %s", rp_error_text(&err));
-    }
-    return NULL;
+    rp_error err;
+    rp_info("ranking", "SIGHUP: reloading %s", s->start_path);
+    if (rank_service_reload(s, NULL, NULL, NULL, NULL, &err) != RP_OK)
+        rp_errlog("ranking", "SIGHUP reload failed: %s", rp_error_text(&err));
 }
 
 int rank_service_watch_sighup(rank_service *s, rp_error *err)
 {
-    if (s->sighup_running) return RP_OK;
-    if (sem_init(&hup_sem, 0, 0) != 0)
-        return rp_errorf(err, RP_EINTERNAL, "cannot create the SIGHUP semaphore");
-    if (pthread_create(&s->sighup, NULL, sighup_main, s) != 0) {
-        sem_destroy(&hup_sem);
-        return rp_errorf(err, RP_EINTERNAL, "cannot start the SIGHUP thread");
-    }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sighup;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_RESTART;
-    sigaction(SIGHUP, &sa, NULL);
-    s->sighup_running = true;
-    return RP_OK;
+    return s->hup ? RP_OK : rp_sighup_start(on_hup, s, &s->hup, err);
 }
 
 void rank_service_destroy(rank_service *s)
 {
     if (!s) return;
-    if (s->sighup_running) {
-        signal(SIGHUP, SIG_DFL);
-        atomic_store(&s->stopping, true);
-        sem_post(&hup_sem);
-        pthread_join(s->sighup, NULL);
-        sem_destroy(&hup_sem);
-    }
+    rp_sighup_stop(s->hup);
     state_unref(s->cur);
     pthread_mutex_destroy(&s->pin_mu);
     pthread_mutex_destroy(&s->admin_mu);

@@ -9,6 +9,7 @@
 #include "ret/als.h"
 #include "rp/clock.h"
 #include "rp/log.h"
+#include "rp/sighup.h"
 
 #include <errno.h>
 #include <json-c/json.h>
@@ -343,8 +344,7 @@ struct ret_service {
     double content_quantile;
     atomic_ulong reloads;
     rp_method methods[4];
-    pthread_t sighup;
-    bool sighup_running;
+    rp_sighup *hup; /* SIGHUP watcher, or NULL */
     atomic_bool stopping;
 };
 
@@ -710,63 +710,24 @@ fail:
     return rc;
 }
 
-/* SIGHUP may land on any thread (OpenBLAS starts its threads before main can block
- * anything), so the handler only writes a byte to a pipe that the reload thread reads. */
-static int hup_pipe[2] = {-1, -1};
-
-static void on_sighup(int sig)
-{
-    int saved = errno;
-    unsigned char b = (unsigned char)sig;
-    if (write(hup_pipe[1], &b, 1) < 0) {
-        /* Nothing to do from a signal handler. */
-    }
-    errno = saved;
-}
-
-static void *sighup_main(void *arg)
+static void on_hup(void *arg)
 {
     ret_service *s = arg;
-    for (;;) {
-        unsigned char b;
-        ssize_t r = read(hup_pipe[0], &b, 1);
-        if (r < 0 && errno == EINTR) continue;
-        if (r != 1 || atomic_load(&s->stopping)) break;
-        rp_error err;
-        rp_info("retrieval", "SIGHUP: reloading %s", s->start_path);
-        if (ret_service_reload(s, NULL, NULL, NULL, NULL, &err) != RP_OK)
-            rp_errlog("retrieval", "SIGHUP reload failed: %s", rp_error_text(&err));
-    }
-    return NULL;
+    rp_error err;
+    rp_info("retrieval", "SIGHUP: reloading %s", s->start_path);
+    if (ret_service_reload(s, NULL, NULL, NULL, NULL, &err) != RP_OK)
+        rp_errlog("retrieval", "SIGHUP reload failed: %s", rp_error_text(&err));
 }
 
 int ret_service_watch_sighup(ret_service *s, rp_error *err)
 {
-    if (s->sighup_running) return RP_OK;
-    if (hup_pipe[0] < 0 && pipe(hup_pipe) != 0)
-        return rp_errorf(err, RP_EIO, "SIGHUP pipe: %s", strerror(errno));
-    if (pthread_create(&s->sighup, NULL, sighup_main, s) != 0)
-        return rp_errorf(err, RP_EINTERNAL, "cannot start the SIGHUP thread");
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sighup;
-    sa.sa_flags = SA_RESTART;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGHUP, &sa, NULL);
-    s->sighup_running = true;
-    return RP_OK;
+    return s->hup ? RP_OK : rp_sighup_start(on_hup, s, &s->hup, err);
 }
 
 void ret_service_destroy(ret_service *s)
 {
     if (!s) return;
-    if (s->sighup_running) {
-        signal(SIGHUP, SIG_IGN);
-        atomic_store(&s->stopping, true);
-        unsigned char b = 0;
-        if (write(hup_pipe[1], &b, 1) != 1) pthread_cancel(s->sighup);
-        pthread_join(s->sighup, NULL);
-    }
+    rp_sighup_stop(s->hup);
     state_unref(s->cur);
     pthread_mutex_destroy(&s->pin_mu);
     pthread_mutex_destroy(&s->admin_mu);
