@@ -13,7 +13,6 @@
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
-#include <semaphore.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
