@@ -68,6 +68,8 @@ int cmd_status(int argc, char **argv)
            s->in_flight);
     printf("items          %llu (shard %u of %u)\n", (unsigned long long)s->item_count,
            s->shard, s->shard_count);
+    if (s->index_bytes)
+        printf("index          %.1f MB in memory\n", (double)s->index_bytes / 1e6);
     if (s->cache_hits || s->cache_misses)
         printf("cache          %llu hits, %llu misses\n", (unsigned long long)s->cache_hits,
                (unsigned long long)s->cache_misses);

@@ -539,7 +539,7 @@ static int build_methods(rp_server *s, const rp_method *methods, size_t n,
 static void metrics_hook(void *user)
 {
     rp_server *s = user;
-    static rp_metric *info, *items, *serving, *hits, *misses, *feedback, *reloads, *uptime,
+    static rp_metric *info, *items, *index_bytes, *serving, *hits, *misses, *feedback, *reloads, *uptime,
         *loaded_at, *reload_s;
     if (!info) {
         info = rp_metric_family(RP_METRIC_GAUGE, "recpipe_bundle_info",
@@ -547,6 +547,9 @@ static void metrics_hook(void *user)
                                 "service,version", NULL, 0);
         items = rp_metric_family(RP_METRIC_GAUGE, "recpipe_bundle_items",
                                  "Items in the served bundle (or index shard).", "service", NULL, 0);
+        index_bytes = rp_metric_family(RP_METRIC_GAUGE, "recpipe_index_bytes",
+                                       "Bytes the served ANN index holds in memory.", "service",
+                                       NULL, 0);
         serving = rp_metric_family(RP_METRIC_GAUGE, "recpipe_serving",
                                    "1 when Health reports SERVING.", "service", NULL, 0);
         hits = rp_metric_family(RP_METRIC_COUNTER, "recpipe_cache_hits_total",
@@ -596,6 +599,8 @@ static void metrics_hook(void *user)
     rp_gauge_set(rp_metric_series1(uptime, s->service), (double)(rp_now_ns() - s->start_ns) / 1e9);
     if (s->status_hook) {
         rp_gauge_set(rp_metric_series1(items, s->service), (double)r.item_count);
+        if (r.index_bytes)
+            rp_gauge_set(rp_metric_series1(index_bytes, s->service), (double)r.index_bytes);
         rp_counter_set(rp_metric_series1(reloads, s->service), (double)r.reloads);
         if (!strcmp(s->service, "gateway")) {
             rp_counter_set(rp_metric_series1(hits, s->service), (double)r.cache_hits);

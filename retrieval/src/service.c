@@ -208,6 +208,7 @@ static int bundle_load(const char *path, uint32_t shard, float content_lambda,
         rc = rp_errorf(err, RP_ECORRUPT, "bundle %s: shard %u has no index", path, shard);
         goto fail;
     }
+    rb->index_bytes = idx_ann_memory_bytes(rb->ann);
     uint32_t nlist = idx_ann_nlist(rb->ann);
     if (wide_factor > 1 && nlist && m->param_value > 0) {
         /* Filtered searches over-fetch, and a deeper list of neighbours needs a deeper
@@ -652,6 +653,7 @@ void ret_service_status_hook(void *user, struct Recpipe__V1__StatusResponse *res
         resp->item_count = st->bundle->cat->n_items + (st->side ? st->side->n : 0);
         resp->shard = st->bundle->shard;
         resp->shard_count = st->bundle->n_shards;
+        resp->index_bytes = st->bundle->index_bytes;
     }
     resp->reloads = atomic_load(&s->reloads);
     state_unref(st);

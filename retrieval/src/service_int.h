@@ -16,6 +16,7 @@ typedef struct ret__bundle {
     atomic_int refs;
     idx_bundle *b;          /* one reference held */
     idx_ann *ann;           /* the shard's index (owned by b) */
+    uint64_t index_bytes;   /* the shard index's in-memory size, measured at load */
     double wide_nprobe;     /* IVF nprobe for over-fetching searches, per call; 0 = none */
     uint32_t *row_dense;    /* index row → catalog dense index; NULL = identity */
     uint64_t n_rows;

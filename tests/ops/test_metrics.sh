@@ -77,6 +77,7 @@ for svc in retrieval ranking; do
     grep -Eq '^process_cpu_seconds_total [0-9]' "$T/$svc.prom" || fail "$svc cpu seconds"
 done
 grep -Eq 'recpipe_bundle_items\{service="retrieval"\} [1-9]' "$T/retrieval.prom" || fail "retrieval item count"
+grep -Eq '^recpipe_index_bytes\{service="retrieval"\} [1-9]' "$T/retrieval.prom" || fail "retrieval index size"
 grep -q 'recpipe_bundle_reloads_total{service="retrieval"} 1' "$T/retrieval.prom" || fail "retrieval reload counter"
 grep -Eq '^recpipe_bundle_loaded_timestamp_seconds\{service="retrieval"\} 1[0-9]{9}' "$T/retrieval.prom" || fail "bundle load timestamp"
 grep -Eq '^recpipe_bundle_reload_duration_seconds\{service="retrieval"\} [0-9.e-]+$' "$T/retrieval.prom" || fail "bundle reload duration"
