@@ -574,7 +574,17 @@ static int recommend_on(const gw__catalog *cat, rp_call *call, const ProtobufCMe
     for (size_t i = 0; i < ndiv; i++)
         if ((known[i] = gw__catalog_find(cat, rk[i].c.item_id, &cix[i]))) kidx[nknown++] = cix[i];
     rp_error eerr;
-    bool have_emb = dim > 0 && gw__catalog_embeddings(cat, nknown, kidx, emb, &eerr) == RP_OK;
+    bool have_emb = false;
+    if (dim > 0) {
+        int erc = gw__catalog_embeddings(cat, nknown, kidx, emb, &eerr);
+        if (erc == RP_ENOMEM) {
+            rc = rp_errorf(err, RP_ENOMEM, "out of memory");
+            goto fail;
+        }
+        /* An unreadable embedding costs the diversification, not the answer. */
+        if (erc != RP_OK) rp_warn("gateway", "diversifying without embeddings: %s", eerr.msg);
+        have_emb = erc == RP_OK;
+    }
     for (size_t i = 0, j = 0; i < ndiv; i++) {
         di[i].score = rk[i].c.score;
         if (!known[i]) continue;
@@ -623,7 +633,12 @@ static int recommend_on(const gw__catalog *cat, rp_call *call, const ProtobufCMe
     }
     if (nh && have_emb) {
         hemb = rp_arena_alloc(a, nh * (size_t)dim * sizeof *hemb);
-        if (hemb && gw__catalog_embeddings(cat, nh, hix, hemb, &eerr) != RP_OK) hemb = NULL;
+        int erc = hemb ? gw__catalog_embeddings(cat, nh, hix, hemb, &eerr) : RP_ENOMEM;
+        if (erc == RP_ENOMEM) {
+            rc = rp_errorf(err, RP_ENOMEM, "out of memory");
+            goto fail;
+        }
+        if (erc != RP_OK) hemb = NULL; /* explanations fall back to the sources' wording */
     }
     for (size_t p = 0; p < npick; p++) {
         size_t i = pick[p];
@@ -685,6 +700,10 @@ static int recommend_on(const gw__catalog *cat, rp_call *call, const ProtobufCMe
             it->because_item_id = because;
             it->explanation = rp_arena_sprintf(a, "because you %s %s", verb_of(btype),
                                                cat->titles[bix][0] ? cat->titles[bix] : "an item");
+            if (!it->explanation) {
+                rc = rp_errorf(err, RP_ENOMEM, "out of memory");
+                goto fail;
+            }
         } else if (it->source == RECPIPE__V1__SOURCE__SOURCE_POPULAR ||
                    it->source == RECPIPE__V1__SOURCE__SOURCE_COLD_START) {
             it->explanation = "popular right now";
@@ -700,6 +719,11 @@ static int recommend_on(const gw__catalog *cat, rp_call *call, const ProtobufCMe
     resp->retrieval_bundle_version = rp_arena_strdup(a, retr_version[0] ? retr_version : rv);
     resp->ranking_bundle_version = rp_arena_strdup(a, rank_version[0] ? rank_version : "");
     resp->gateway_bundle_version = rp_arena_strdup(a, cat->version);
+    if (!resp->retrieval_bundle_version || !resp->ranking_bundle_version ||
+        !resp->gateway_bundle_version) {
+        rc = rp_errorf(err, RP_ENOMEM, "out of memory");
+        goto fail;
+    }
     int flags[4];
     size_t nflags = gw_degradations(&oc, flags);
     resp->degraded = rp_arena_alloc(a, (nflags + 1) * sizeof *resp->degraded);
@@ -780,10 +804,12 @@ static int feedback(rp_call *call, const ProtobufCMessage *msg, ProtobufCMessage
         if (!p || !gw__catalog_find(p->cat, e->item_id, &ix)) unknown++;
     }
     pinned_unref(p);
-    if ((rc = gw_state_append(s->state, ev, req->n_events, err))) return rc;
-    atomic_fetch_add(&s->feedback_events, req->n_events);
+    /* The answer exists before the events are stored: an error after the commit would
+     * tell the caller to retry a batch that is already durable. */
     Recpipe__V1__FeedbackResponse *r = rp_arena_alloc(a, sizeof *r);
     if (!r) return rp_errorf(err, RP_ENOMEM, "out of memory");
+    if ((rc = gw_state_append(s->state, ev, req->n_events, err))) return rc;
+    atomic_fetch_add(&s->feedback_events, req->n_events);
     recpipe__v1__feedback_response__init(r);
     r->stored = (uint32_t)req->n_events;
     r->unknown_items = unknown;
@@ -819,10 +845,11 @@ static int forget_user(rp_call *call, const ProtobufCMessage *msg, ProtobufCMess
     if ((rc = gw_validate_forget(req, err))) return rc;
     bool existed;
     uint32_t deleted;
-    if ((rc = gw_state_forget(s->state, req->user_id, &existed, &deleted, err))) return rc;
-    gw_cache_drop_user(s->cache, req->user_id);
+    /* Allocated first: once the user is forgotten, the answer must not fail. */
     Recpipe__V1__ForgetUserResponse *r = rp_arena_alloc(rp_call_arena(call), sizeof *r);
     if (!r) return rp_errorf(err, RP_ENOMEM, "out of memory");
+    if ((rc = gw_state_forget(s->state, req->user_id, &existed, &deleted, err))) return rc;
+    gw_cache_drop_user(s->cache, req->user_id);
     recpipe__v1__forget_user_response__init(r);
     r->existed = existed;
     r->events_deleted = deleted;
@@ -1060,6 +1087,12 @@ int gw_service_start(const gw_service_config *cfg, gw_service **out, rp_error *e
 err:
     gw_service_destroy(s);
     return rc;
+}
+
+const rp_method *gw_service_methods(gw_service *s, size_t *n)
+{
+    *n = sizeof s->methods / sizeof s->methods[0];
+    return s->methods;
 }
 
 int gw_service_port(const gw_service *s)

@@ -19,6 +19,7 @@
 #define GW_SERVICE_H
 
 #include "rp/err.h"
+#include "rp/rpc.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -50,6 +51,9 @@ int gw_service_start(const gw_service_config *cfg, gw_service **out, rp_error *e
 int gw_service_port(const gw_service *s);
 /* Blocks until SIGTERM/SIGINT, drains, returns RP_OK after a clean drain. */
 int gw_service_run_until_signal(gw_service *s);
+/* The service's method table (Recommend, Feedback, ForgetUser, Admin.Reload), to run its
+ * handlers in-process (the fault-injection tests). Owned by s, valid until destroy. */
+const rp_method *gw_service_methods(gw_service *s, size_t *n);
 /* Stops (if running) and frees everything. NULL is a no-op. */
 void gw_service_destroy(gw_service *s);
 
