@@ -1,5 +1,6 @@
 /* The DATA_DIR format (see dataset_int.h): writing it, and loading it into memory. */
 #include "dataset_int.h"
+#include "idx/fsutil.h"
 
 #include "bundle_int.h" /* idx__sha256_file */
 
@@ -61,6 +62,7 @@ static float u2f(uint32_t u)
 
 static int lmdb_fail(rp_error *err, int rc, const char *dir, const char *what)
 {
+    rc = idx_write_errno(dir, rc);
     if (rc == MDB_MAP_FULL)
         return rp_errorf(err, RP_EFULL, "%s: %s: the LMDB map is full (%s)", dir, what,
                          mdb_strerror(rc));

@@ -2,6 +2,8 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <stdint.h>
+#include <sys/statvfs.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <libgen.h>
@@ -106,4 +108,13 @@ static int rm_one(const char *path, const struct stat *st, int flag, struct FTW 
 void idx_rmtree(const char *path)
 {
     nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+int idx_write_errno(const char *path, int rc)
+{
+    if (rc != EIO) return rc;
+    struct statvfs v;
+    /* Less than 1 MiB left after a failed write: the write did not fit. */
+    if (statvfs(path, &v) == 0 && (uint64_t)v.f_bavail * v.f_frsize < (1u << 20)) return ENOSPC;
+    return rc;
 }

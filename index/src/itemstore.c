@@ -1,5 +1,6 @@
 /* The item store: LMDB, one file (items.mdb), written once by the bundle builder. */
 #include "bundle_int.h"
+#include "idx/fsutil.h"
 
 #include <errno.h>
 #include <lmdb.h>
@@ -32,8 +33,9 @@ struct idx_itemstore {
 
 static int lmdb_fail(rp_error *err, int rc, const char *path, const char *what)
 {
-    return rp_errorf(err, rc == MDB_MAP_FULL ? RP_EFULL : RP_ELMDB, "%s: %s: %s", path, what,
-                     mdb_strerror(rc));
+    rc = idx_write_errno(path, rc);
+    return rp_errorf(err, rc == MDB_MAP_FULL || rc == ENOSPC ? RP_EFULL : RP_ELMDB, "%s: %s: %s",
+                     path, what, mdb_strerror(rc));
 }
 
 /* ---- string interning ---- */

@@ -1,20 +1,25 @@
 /*
  * Faults: what recpipe does when the machine says no.
  *
- * - Allocation failure, the SQLite way: the Retrieve, Rank and UpsertItems handlers run
- *   in-process (tests/fuzz/inproc.h: request bytes unpacked into a call arena as the RPC
- *   layer does, the service's own handler) with the Nth allocation failing, for every N
- *   up to the handler's total. Allocations are counted at link time (-Wl,--wrap of
- *   malloc, calloc, realloc and the arena's allocators), so only calls made by recpipe's
- *   code fail. Each call must answer an error with a message (or an answer identical to
- *   the one without failures), the service must answer the next good call, and every block
- *   allocated during the call must have been freed (no leak).
+ * - Allocation failure, the SQLite way: the Retrieve, UpsertItems, Rank, Recommend,
+ *   Feedback and ForgetUser handlers run in-process (request bytes unpacked into a call
+ *   arena as the RPC layer does, the service's own handler) with the Nth allocation
+ *   failing, for every N up to the handler's total. Allocations are counted at link time
+ *   (-Wl,--wrap of malloc, calloc, realloc and the arena's allocators), so only calls made
+ *   by recpipe's code fail. Each call must answer an error with a message (or an answer
+ *   identical to the one without failures; for Recommend, one that declares a
+ *   degradation), keep nothing (no leak; no event stored or forgotten), and the service
+ *   must answer the next good call. The gateway's downstream services are real processes.
  * - LMDB map full while storing Feedback (a real gateway with --state-map-size 1):
  *   RESOURCE_EXHAUSTED, nothing of the refused batch stored, and once space is made
  *   (users forgotten) the same gateway stores again.
  * - Ctrl-C during `recpipe build`: no bundle appears at a new path, a previous bundle at
  *   the same path is untouched (byte for byte, and still verifies), no temporary
  *   directory is left behind.
+ * - Disk full during `recpipe build` (a real tmpfs in a mount namespace of the test's
+ *   own, filled to several levels): the build fails naming the file and "No space left
+ *   on device", nothing appears, the previous bundle is untouched, and with space back
+ *   the same command builds.
  * (A corrupt bundle offered to Admin.Reload is a row of test_bad_input's table, whose
  * last test checks that the old bundle is still served.)
  */
@@ -27,6 +32,7 @@
 #include "hard_common.h"
 #include "inproc.h"
 
+#include "gw/service.h"
 #include "gw/state.h"
 #include "rank/service.h"
 #include "recpipe/v1/admin.pb-c.h"
@@ -37,6 +43,9 @@
 #include "rp/log.h"
 
 #include <dirent.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/statvfs.h>
 #include <execinfo.h>
 
 /* ------------------------------------------------------------------ the allocation hook */
@@ -146,88 +155,133 @@ static uint64_t fnv(const uint8_t *p, size_t n)
     return h;
 }
 
-/* The packed response of a good call (to compare answers given under failures). */
-static uint64_t answer_hash(const rp_method *m, const uint8_t *req, size_t n, int *rc)
+/* One handler under allocation failure: the method, the request of each run, and what
+ * the test knows about its answers and its side effects. */
+typedef struct fault_case {
+    const rp_method *m;
+    void *u;
+    /* The request of run r (r counts every call made, good ones included); the message
+     * stays valid until the next call. NULL: fixed_request. */
+    const ProtobufCMessage *(*request)(void *u, long run);
+    const ProtobufCMessage *fixed_request;
+    /* Digest of an OK answer; NULL: FNV of its packed bytes (answers that echo nothing
+     * time-dependent). */
+    uint64_t (*digest)(const ProtobufCMessage *resp);
+    /* An OK answer differing from the full one is acceptable when this says it declares
+     * what it lacks (the gateway's degradation flags). NULL: never. */
+    bool (*declares_loss)(const ProtobufCMessage *resp);
+    /* After run r failed: checks that nothing of it was kept. NULL: nothing to check. */
+    void (*kept_nothing)(void *u, long run);
+} fault_case;
+
+typedef struct run_result {
+    int rc;
+    rp_error err;
+    uint64_t digest;
+    bool declares_loss;
+} run_result;
+
+static uint64_t packed_digest(const ProtobufCMessage *resp)
 {
-    /* ip_call packs into a malloc'd buffer and frees it; pack here to hash it. */
-    rp__method pm = {.m = *m, .kind = RP__UNARY};
+    size_t len = protobuf_c_message_get_packed_size(resp);
+    uint8_t *buf = __real_malloc(len + 1);
+    protobuf_c_message_pack(resp, buf);
+    uint64_t h = fnv(buf, len);
+    __real_free(buf);
+    return h;
+}
+
+/* One call, as the RPC layer makes it (tests/fuzz/inproc.h), with allocation fail_n
+ * failing (-1: none). Allocation failures stop when the handler returns: the digest and
+ * the arena's destruction are not the handler's. */
+static void run_once(const fault_case *fc, long run, long fail_n, run_result *out)
+{
+    memset(out, 0, sizeof *out);
+    const ProtobufCMessage *msg = fc->request ? fc->request(fc->u, run) : fc->fixed_request;
+    size_t n = protobuf_c_message_get_packed_size(msg);
+    uint8_t *req = __real_malloc(n + 1);
+    protobuf_c_message_pack(msg, req);
+
+    rp__method pm = {.m = *fc->m, .kind = RP__UNARY};
     struct rp_call c;
     memset(&c, 0, sizeof c);
     c.method = &pm;
     c.deadline_ns = UINT64_MAX;
+    snprintf(c.request_id, sizeof c.request_id, "faults-%ld", run);
     grpc_metadata_array_init(&c.md);
-    rp_arena_create(0, &c.arena);
+    calls = 0;
+    fail_at = fail_n;
+    if (rp_arena_create(0, &c.arena) != RP_OK) {
+        fail_at = -1;
+        out->rc = rp_errorf(&out->err, RP_ENOMEM, "arena");
+        goto done;
+    }
     rp_arena_pb_allocator(c.arena, &c.alloc);
-    ProtobufCMessage *q = protobuf_c_message_unpack(m->request, &c.alloc, n, req);
+    ProtobufCMessage *q = protobuf_c_message_unpack(fc->m->request, &c.alloc, n, req);
     ProtobufCMessage *resp = NULL;
-    rp_error err = {0};
-    uint64_t h = 0;
-    *rc = q ? m->handler(&c, q, &resp, &err) : RP_EINVAL;
-    if (*rc == RP_OK && resp) {
-        size_t len = protobuf_c_message_get_packed_size(resp);
-        uint8_t *buf = __real_malloc(len + 1);
-        protobuf_c_message_pack(resp, buf);
-        /* The response echoes nothing time-dependent for these requests. */
-        h = fnv(buf, len);
-        free(buf);
+    if (!q)
+        out->rc = rp_errorf(&out->err, RP_EINVAL, "%s: the request does not parse", fc->m->path);
+    else
+        out->rc = fc->m->handler(&c, q, &resp, &out->err);
+    fail_at = -1;
+    if (out->rc == RP_OK) {
+        if (!resp) fail_msg("%s: the handler answered OK without a response", fc->m->path);
+        out->digest = fc->digest ? fc->digest(resp) : packed_digest(resp);
+        out->declares_loss = fc->declares_loss && fc->declares_loss(resp);
     }
     rp_arena_destroy(c.arena);
+done:
     grpc_metadata_array_destroy(&c.md);
-    return h;
+    __real_free(req);
 }
 
-/* Runs m on req with allocation N failing for N = 1, 2, ... until a run makes fewer
- * than N allocations. Returns the number of runs. */
-static long every_allocation_fails(const rp_method *m, const ProtobufCMessage *msg)
+/* Runs the case with allocation N failing for N = 1, 2, ... until a run makes fewer than
+ * N allocations. Returns the number of runs with a failure injected. */
+static long every_allocation_fails(const fault_case *fc)
 {
-    size_t n = protobuf_c_message_get_packed_size(msg);
-    uint8_t *req = __real_malloc(n + 1);
-    protobuf_c_message_pack(msg, req);
-    int rc;
-    /* Warm up: per-thread workspaces and lazily built tables exist from here on. */
-    uint64_t want = answer_hash(m, req, n, &rc);
-    if (rc != RP_OK) fail_msg("%s: the good request fails (%d)", m->path, rc);
-    answer_hash(m, req, n, &rc);
+    const char *path = fc->m->path;
+    long run = 0;
+    run_result r;
+    /* Warm up: per-thread workspaces, lazily built tables and channels exist from here on. */
+    run_once(fc, run++, -1, &r);
+    if (r.rc != RP_OK) fail_msg("%s: the good request fails: %s", path, r.err.msg);
+    run_once(fc, run++, -1, &r);
+    if (r.rc != RP_OK) fail_msg("%s: the good request fails: %s", path, r.err.msg);
+    uint64_t want = r.digest;
     long N;
     for (N = 1;; N++) {
-        ip_result r;
-        calls = 0;
         nlive = 0;
+        live_overflow = false;
         tracking = true;
-        fail_at = N;
-        ip_call(m, req, n, &r);
-        fail_at = -1;
+        long this_run = run++;
+        run_once(fc, this_run, N, &r);
         tracking = false;
-        /* A call that failed keeps nothing (one that succeeded may have stored state). */
-        if (r.rc != RP_OK && (nlive || live_overflow))
-            fail_msg("%s: allocation %ld failed (%s: %s): %zu blocks allocated during the call "
-                     "were not freed",
-                     m->path, N, rp_err_name(r.rc), r.err.msg, nlive);
         long made = calls;
-        if (r.rc != RP_OK && !r.err.msg[0])
-            fail_msg("%s: allocation %ld failed: error %s without a message", m->path, N,
-                     rp_err_name(r.rc));
-        if (r.rc == RP_OK && made >= N) {
-            /* It coped without the allocation: the answer must be the full one. */
-            uint64_t h = 0;
-            int rc2;
-            (void)rc2;
-            fail_at = N;
-            calls = 0;
-            h = answer_hash(m, req, n, &rc2);
-            fail_at = -1;
-            if (rc2 == RP_OK && h != want)
-                fail_msg("%s: allocation %ld failed and the handler answered OK with a different "
-                         "answer",
-                         m->path, N);
+        if (r.rc != RP_OK) {
+            /* A call that failed keeps nothing. */
+            if (nlive || live_overflow)
+                fail_msg("%s: allocation %ld failed (%s: %s): %zu blocks allocated during the "
+                         "call were not freed",
+                         path, N, rp_err_name(r.rc), r.err.msg, nlive);
+            if (!r.err.msg[0])
+                fail_msg("%s: allocation %ld failed: error %s without a message", path, N,
+                         rp_err_name(r.rc));
+            if (fc->kept_nothing) fc->kept_nothing(fc->u, this_run);
+        } else if (made >= N && r.digest != want && !r.declares_loss) {
+            /* It coped without the allocation: the answer must be the full one, or say
+             * what it lacks. */
+            fail_msg("%s: allocation %ld failed and the handler answered OK with a different "
+                     "answer that declares nothing",
+                     path, N);
         }
         /* The service goes on serving. */
-        if (answer_hash(m, req, n, &rc) != want || rc != RP_OK)
-            fail_msg("%s: after allocation %ld failed, a good request no longer gets its answer",
-                     m->path, N);
+        run_once(fc, run++, -1, &r);
+        if (r.rc != RP_OK || r.digest != want)
+            fail_msg("%s: after allocation %ld failed, a good request no longer gets its "
+                     "answer (%s %s)",
+                     path, N, rp_err_name(r.rc), r.err.msg);
         if (made < N) break; /* nothing failed: every allocation has had its turn */
     }
-    free(req);
     return N;
 }
 
@@ -265,7 +319,7 @@ static void test_alloc_retrieve(void **state)
     f.include_categories = cats;
     f.n_include_categories = 2;
     q.filter = &f;
-    long runs = every_allocation_fails(m, &q.base);
+    long runs = every_allocation_fails(&(fault_case){.m = m, .fixed_request = &q.base});
     fprintf(stderr, "Retrieve (history + filter): %ld runs\n", runs);
     assert_true(runs > 3);
 
@@ -274,7 +328,7 @@ static void test_alloc_retrieve(void **state)
     q2.seed_items = seeds;
     q2.n_seed_items = 2;
     q2.k = 15;
-    runs = every_allocation_fails(m, &q2.base);
+    runs = every_allocation_fails(&(fault_case){.m = m, .fixed_request = &q2.base});
     fprintf(stderr, "Retrieve (seeds): %ld runs\n", runs);
 
     const rp_method *up = ip_find(ms, nm, "/UpsertItems");
@@ -288,7 +342,7 @@ static void test_alloc_retrieve(void **state)
     it.n_categories = 1;
     uq.items = &itp;
     uq.n_items = 1;
-    runs = every_allocation_fails(up, &uq.base);
+    runs = every_allocation_fails(&(fault_case){.m = up, .fixed_request = &uq.base});
     fprintf(stderr, "UpsertItems (content embedding): %ld runs\n", runs);
     ret_service_destroy(s);
 }
@@ -326,10 +380,214 @@ static void test_alloc_rank(void **state)
     q.n_candidates = 12;
     q.explain = 1;
     q.now = 1700005000;
-    long runs = every_allocation_fails(m, &q.base);
+    long runs = every_allocation_fails(&(fault_case){.m = m, .fixed_request = &q.base});
     fprintf(stderr, "Rank (12 candidates, explain): %ld runs\n", runs);
     assert_true(runs > 3);
     rank_service_destroy(s);
+}
+
+/* ------------------------------------------------------------------ the gateway's handlers */
+
+/* The gateway runs in this process (its handlers called in-process, its clients making
+ * real gRPC calls); retrieval and ranking are child processes on the same bundle, so only
+ * the gateway's allocations are counted. Each run gets users of its own: answers are
+ * never served from the cache, and what a failed run kept can be looked at. */
+#define GW_HIST 6
+typedef struct gw_fault {
+    const rp_method *recommend, *feedback, *forget;
+    Recpipe__V1__RecommendRequest rq;
+    Recpipe__V1__FeedbackRequest fq;
+    Recpipe__V1__FeedbackEvent fev[GW_HIST];
+    Recpipe__V1__FeedbackEvent *fevp[GW_HIST];
+    Recpipe__V1__ForgetUserRequest gq;
+} gw_fault;
+
+static uint64_t recommend_user(long run) { return 100000 + (uint64_t)run; }
+static uint64_t feedback_user(long run) { return 200000 + (uint64_t)run; }
+static uint64_t forget_user(long run) { return 300000 + (uint64_t)run; }
+
+/* Calls m without failures and returns the answer's digest; the call must succeed. */
+static uint64_t good_call(const rp_method *m, const ProtobufCMessage *msg,
+                          uint64_t (*digest)(const ProtobufCMessage *))
+{
+    fault_case fc = {.m = m, .fixed_request = msg, .digest = digest};
+    run_result r;
+    run_once(&fc, 0, -1, &r);
+    if (r.rc != RP_OK) fail_msg("%s: %s", m->path, r.err.msg);
+    return r.digest;
+}
+
+/* The same GW_HIST events (two genres) for user u. */
+static const ProtobufCMessage *history_of(gw_fault *g, uint64_t u)
+{
+    for (int i = 0; i < GW_HIST; i++) g->fev[i].user_id = u;
+    return &g->fq.base;
+}
+
+/* ForgetUser's answer, packed as existed << 32 | events_deleted. */
+static uint64_t forget_digest(const ProtobufCMessage *resp)
+{
+    const Recpipe__V1__ForgetUserResponse *r = (const Recpipe__V1__ForgetUserResponse *)resp;
+    return (uint64_t)r->existed << 32 | r->events_deleted;
+}
+
+/* How many events user u has, by forgetting it (the users of a run are not used again). */
+static uint32_t events_of(gw_fault *g, uint64_t u)
+{
+    g->gq.user_id = u;
+    return (uint32_t)good_call(g->forget, &g->gq.base, forget_digest);
+}
+
+/* Recommend: the items in order, and whether the answer declares a degradation. */
+static uint64_t recommend_digest(const ProtobufCMessage *resp)
+{
+    const Recpipe__V1__RecommendResponse *r = (const Recpipe__V1__RecommendResponse *)resp;
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < r->n_items; i++) {
+        h = (h ^ r->items[i]->item_id) * 1099511628211ull;
+        if (r->items[i]->explanation) h = (h ^ fnv((const uint8_t *)r->items[i]->explanation,
+                                                   strlen(r->items[i]->explanation))) * 1099511628211ull;
+    }
+    return h ^ r->n_items;
+}
+
+static bool recommend_declares(const ProtobufCMessage *resp)
+{
+    return ((const Recpipe__V1__RecommendResponse *)resp)->n_degraded > 0;
+}
+
+static const ProtobufCMessage *recommend_request(void *u, long run)
+{
+    gw_fault *g = u;
+    good_call(g->feedback, history_of(g, recommend_user(run)), NULL);
+    g->rq.user_id = recommend_user(run);
+    return &g->rq.base;
+}
+
+static const ProtobufCMessage *feedback_request(void *u, long run)
+{
+    return history_of(u, feedback_user(run));
+}
+
+static void feedback_kept_nothing(void *u, long run)
+{
+    uint32_t n = events_of(u, feedback_user(run));
+    if (n) fail_msg("Feedback failed and %u of its events were stored", n);
+}
+
+static const ProtobufCMessage *forget_request(void *u, long run)
+{
+    gw_fault *g = u;
+    good_call(g->feedback, history_of(g, forget_user(run)), NULL);
+    g->gq.user_id = forget_user(run);
+    return &g->gq.base;
+}
+
+static void forget_kept_nothing(void *u, long run)
+{
+    uint32_t n = events_of(u, forget_user(run));
+    if (n != GW_HIST)
+        fail_msg("ForgetUser failed and the user has %u of its %d events", n, GW_HIST);
+}
+
+static void test_alloc_gateway(void **state)
+{
+    (void)state;
+    char raddr[64], kaddr[64], sdir[400], rlog[400], klog[400];
+    snprintf(raddr, sizeof raddr, "127.0.0.1:%d", th_free_port());
+    snprintf(kaddr, sizeof kaddr, "127.0.0.1:%d", th_free_port());
+    snprintf(sdir, sizeof sdir, "%s/state-alloc", T.dir);
+    snprintf(rlog, sizeof rlog, "%s/retrieval-alloc.log", T.dir);
+    snprintf(klog, sizeof klog, "%s/ranking-alloc.log", T.dir);
+    const char *rv[] = {"retrieval", "--bundle", T.bundle, "--listen", raddr, "--threads", "2",
+                        "--log-level", "error", NULL};
+    const char *kv[] = {"--bundle", T.bundle, "--listen", kaddr, "--threads", "2",
+                        "--log-level", "error", NULL};
+    pid_t rpid = th_spawn(rv, rlog), kpid = hc_spawn_ranking(kv, klog);
+    rp_client *c;
+    assert_int_equal(rp_client_create(NULL, &c, NULL), RP_OK);
+    if (!th_wait_serving(c, raddr, rpid, 30)) {
+        th_dump_log(rlog);
+        fail_msg("retrieval did not start");
+    }
+    if (!th_wait_serving(c, kaddr, kpid, 30)) {
+        th_dump_log(klog);
+        fail_msg("ranking did not start");
+    }
+    rp_client_destroy(c);
+
+    /* Downstream calls get generous deadlines: a slow machine must not turn into a
+     * degraded answer the test would have to excuse. */
+    gw_service_config cfg = {.listen = "127.0.0.1:0", .bundle = T.bundle, .state_dir = sdir,
+                             .retrieval = raddr, .ranking = kaddr, .threads = 2,
+                             .history_len = 50, .default_deadline_ms = 20000};
+    gw_service *s;
+    rp_error err = {0};
+    if (gw_service_start(&cfg, &s, &err)) fail_msg("gateway: %s", err.msg);
+    size_t nm;
+    const rp_method *ms = gw_service_methods(s, &nm);
+    static gw_fault g;
+    memset(&g, 0, sizeof g);
+    g.recommend = ip_find(ms, nm, "/Recommend");
+    g.feedback = ip_find(ms, nm, "/Feedback");
+    g.forget = ip_find(ms, nm, "/ForgetUser");
+    assert_non_null(g.recommend);
+    assert_non_null(g.feedback);
+    assert_non_null(g.forget);
+
+    recpipe__v1__feedback_request__init(&g.fq);
+    for (int i = 0; i < GW_HIST; i++) {
+        recpipe__v1__feedback_event__init(&g.fev[i]);
+        g.fev[i].item_id = th_item(i % 2 ? 4 : 1, 3 * i);
+        g.fev[i].type = i == 5 ? RECPIPE__V1__EVENT_TYPE__EVENT_TYPE_RATING
+                               : RECPIPE__V1__EVENT_TYPE__EVENT_TYPE_CLICK;
+        g.fev[i].value = i == 5 ? 4.5f : 0.0f;
+        g.fev[i].timestamp = 1700000000 + i;
+        g.fevp[i] = &g.fev[i];
+    }
+    g.fq.events = g.fevp;
+    g.fq.n_events = GW_HIST;
+    recpipe__v1__forget_user_request__init(&g.gq);
+
+    /* Recommend with a filter, exclusions and diversity options: every stage runs. */
+    recpipe__v1__recommend_request__init(&g.rq);
+    g.rq.count = 8;
+    g.rq.now = 1700001000;
+    static uint64_t excl[2];
+    excl[0] = th_item(1, 1);
+    excl[1] = th_item(4, 2);
+    g.rq.exclude_ids = excl;
+    g.rq.n_exclude_ids = 2;
+    static Recpipe__V1__Filter f = RECPIPE__V1__FILTER__INIT;
+    static char *cats[3] = {"Animation", "Horror", "Comedy"};
+    f.include_categories = cats;
+    f.n_include_categories = 3;
+    g.rq.filter = &f;
+    static Recpipe__V1__Diversity dv = RECPIPE__V1__DIVERSITY__INIT;
+    dv.max_per_category = 5;
+    g.rq.diversity = &dv;
+    g.rq.debug = true;
+
+    long runs = every_allocation_fails(&(fault_case){
+        .m = g.recommend, .u = &g, .request = recommend_request, .digest = recommend_digest,
+        .declares_loss = recommend_declares});
+    fprintf(stderr, "Recommend (history, filter, exclusions, ranking, diversity): %ld runs\n", runs);
+    assert_true(runs > 10);
+    runs = every_allocation_fails(&(fault_case){
+        .m = g.feedback, .u = &g, .request = feedback_request, .kept_nothing = feedback_kept_nothing});
+    fprintf(stderr, "Feedback (%d events): %ld runs\n", GW_HIST, runs);
+    assert_true(runs > 1);
+    runs = every_allocation_fails(&(fault_case){.m = g.forget, .u = &g, .request = forget_request,
+                                                .digest = forget_digest,
+                                                .kept_nothing = forget_kept_nothing});
+    fprintf(stderr, "ForgetUser: %ld runs\n", runs);
+    assert_true(runs > 1);
+
+    gw_service_destroy(s);
+    assert_true(hc_alive(rpid));
+    assert_true(hc_alive(kpid));
+    th_stop(rpid, SIGTERM);
+    th_stop(kpid, SIGTERM);
 }
 
 /* ------------------------------------------------------------------ LMDB map full */
@@ -536,6 +794,186 @@ static void test_sigint_build(void **state)
     free(before);
 }
 
+/* ------------------------------------------------------------------ disk full during build */
+
+/* A real full disk: the test binary runs again as a child (single-threaded, as
+ * unshare(CLONE_NEWNS) needs) in a mount namespace of its own, with a small tmpfs where
+ * the bundles go; the mount disappears with the child. Over several amounts of free
+ * space, `recpipe build` must fail naming the file and the cause, leave the previous
+ * bundle byte for byte, leave nothing behind, and build once space is back. */
+#define FULL_CHILD_FLAG "--disk-full-child"
+#define FULL_SKIP 77
+
+static struct {
+    const char *dir;  /* the child's directory (outside the tmpfs) */
+    char mnt[400];    /* the tmpfs */
+} F;
+
+/* Bytes free on the file system holding path. */
+static uint64_t free_bytes(const char *path)
+{
+    struct statvfs v;
+    if (statvfs(path, &v) != 0) fail_msg("statvfs %s: %s", path, strerror(errno));
+    return (uint64_t)v.f_bavail * v.f_frsize;
+}
+
+/* Fills the file system of F.mnt until about `leave` bytes are free. */
+static void fill_leaving(const char *filler, uint64_t leave)
+{
+    unlink(filler);
+    uint64_t avail = free_bytes(F.mnt);
+    if (avail <= leave) return;
+    int fd = open(filler, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) fail_msg("%s: %s", filler, strerror(errno));
+    if (posix_fallocate(fd, 0, (off_t)(avail - leave)) != 0) fail_msg("%s: fallocate failed", filler);
+    close(fd);
+}
+
+static void test_disk_full_build(void **state)
+{
+    (void)state;
+    char data[400], log[400], out[400], fresh[400], filler[400], ratings[400], movies[400];
+    const char *src = getenv("RECPIPE_SOURCE_DIR");
+    snprintf(data, sizeof data, "%s/data", F.dir);
+    snprintf(log, sizeof log, "%s/build.log", F.dir);
+    snprintf(out, sizeof out, "%s/bundle", F.mnt);
+    snprintf(fresh, sizeof fresh, "%s/fresh", F.mnt);
+    snprintf(filler, sizeof filler, "%s/filler", F.mnt);
+    snprintf(ratings, sizeof ratings, "%s/data/ml-latest-small/ratings.csv", src ? src : ".");
+    snprintf(movies, sizeof movies, "%s/data/ml-latest-small/movies.csv", src ? src : ".");
+    const char *iv[] = {"import", "--ratings", ratings, "--items", movies, "--out", data, NULL};
+    assert_int_equal(hc_run(iv, log, 120), 0);
+    const char *bv[] = {"build", "--data", data, "--out", out, "--force", "--factors", "8",
+                        "--iters", "2", "--eval=false", NULL};
+    uint64_t empty = free_bytes(F.mnt);
+    if (hc_run(bv, log, 180) != 0) {
+        th_dump_log(log);
+        fail_msg("the first build failed");
+    }
+    uint64_t size = empty - free_bytes(F.mnt);
+    char *before = tree_listing(out);
+    assert_true(strlen(before) > 0);
+    fprintf(stderr, "disk full: a bundle takes %.1f KiB of the %.1f MiB tmpfs\n",
+            (double)size / 1024, (double)empty / 1048576);
+
+    /* A build of the same bundle needs `size` more bytes while the old one stays: leave
+     * less, down to almost nothing, so that each file of the bundle in turn is the one
+     * that does not fit. */
+    const double frac[] = {0.0, 0.02, 0.25, 0.6, 0.9};
+    int failures = 0;
+    for (size_t i = 0; i < sizeof frac / sizeof frac[0]; i++) {
+        uint64_t leave = (uint64_t)(frac[i] * (double)size);
+        const char *targets[2] = {out, fresh};
+        for (int t = 0; t < 2; t++) {
+            fill_leaving(filler, leave);
+            const char *av[] = {"build", "--data", data, "--out", targets[t], "--force",
+                                "--factors", "8", "--iters", "2", "--eval=false", NULL};
+            int rc = hc_run(av, log, 180);
+            char *text = hc_slurp(log);
+            if (rc == 0) {
+                /* Fitted after all (the filler is approximate at the top end): fine for a
+                 * new path, which is then removed; never for a silent partial bundle. */
+                const char *vv[] = {"index", "verify", targets[t], NULL};
+                if (hc_run(vv, log, 60) != 0)
+                    fail_msg("%.0f%% free: build said OK but %s does not verify", frac[i] * 100,
+                             targets[t]);
+                if (t == 0) {
+                    free(before);
+                    before = tree_listing(out);
+                } else {
+                    th_rmtree(fresh);
+                }
+                free(text);
+                continue;
+            }
+            failures++;
+            if (rc != 1) fail_msg("%.0f%% free: exit code %d, want 1:\n%s", frac[i] * 100, rc, text);
+            if (!strstr(text, "No space left on device"))
+                fail_msg("%.0f%% free: the error does not say the disk is full:\n%s",
+                         frac[i] * 100, text);
+            if (!strstr(text, F.mnt))
+                fail_msg("%.0f%% free: the error names no file:\n%s", frac[i] * 100, text);
+            free(text);
+            char *now = tree_listing(out);
+            if (strcmp(before, now) != 0)
+                fail_msg("%.0f%% free: the previous bundle changed", frac[i] * 100);
+            free(now);
+            struct stat sb;
+            if (stat(fresh, &sb) == 0) fail_msg("%.0f%% free: %s appeared", frac[i] * 100, fresh);
+            /* Nothing left but the bundle and the filler (no temporary directories). */
+            if (count_entries(F.mnt) != 2) {
+                char cmd[500];
+                snprintf(cmd, sizeof cmd, "ls -la '%s' >&2", F.mnt);
+                if (system(cmd)) {}
+                fail_msg("%.0f%% free: something was left in %s", frac[i] * 100, F.mnt);
+            }
+        }
+    }
+    fprintf(stderr, "disk full: %d of %zu builds refused\n", failures,
+            2 * sizeof frac / sizeof frac[0]);
+    assert_true(failures >= 6);
+    const char *vv[] = {"index", "verify", out, NULL};
+    assert_int_equal(hc_run(vv, log, 60), 0);
+
+    /* Space is back: the same command builds, to both paths. */
+    unlink(filler);
+    assert_int_equal(hc_run(bv, log, 180), 0);
+    const char *fv[] = {"build", "--data", data, "--out", fresh, "--factors", "8", "--iters",
+                        "2", "--eval=false", NULL};
+    assert_int_equal(hc_run(fv, log, 180), 0);
+    const char *vf[] = {"index", "verify", fresh, NULL};
+    assert_int_equal(hc_run(vf, log, 60), 0);
+    free(before);
+}
+
+/* The child: its own mount namespace, a tmpfs, the one test. */
+static int disk_full_child(const char *dir)
+{
+    rp_log_set_level(RP_LOG_ERROR);
+    if (unshare(CLONE_NEWNS) != 0) {
+        fprintf(stderr, "disk full: no mount namespace of our own (unshare: %s); this test "
+                        "needs CAP_SYS_ADMIN\n", strerror(errno));
+        return errno == EPERM ? FULL_SKIP : 1;
+    }
+    if (mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) {
+        fprintf(stderr, "disk full: mount --make-rprivate /: %s\n", strerror(errno));
+        return errno == EPERM ? FULL_SKIP : 1;
+    }
+    F.dir = dir;
+    T.dir = (char *)dir; /* tree_listing writes its scratch file there */
+    snprintf(F.mnt, sizeof F.mnt, "%s/full", dir);
+    if (mkdir(F.mnt, 0755) != 0 && errno != EEXIST) {
+        fprintf(stderr, "disk full: %s: %s\n", F.mnt, strerror(errno));
+        return 1;
+    }
+    if (mount("recpipe-test", F.mnt, "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=0755") != 0) {
+        fprintf(stderr, "disk full: mount tmpfs on %s: %s\n", F.mnt, strerror(errno));
+        return errno == EPERM ? FULL_SKIP : 1;
+    }
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_disk_full_build)};
+    return cmocka_run_group_tests_name("disk full (child)", tests, NULL, NULL);
+}
+
+static void test_disk_full(void **state)
+{
+    (void)state;
+    char dir[400];
+    snprintf(dir, sizeof dir, "%s/diskfull", T.dir);
+    if (mkdir(dir, 0755) != 0) fail_msg("%s: %s", dir, strerror(errno));
+    pid_t pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        execl("/proc/self/exe", "test_faults", FULL_CHILD_FLAG, dir, (char *)NULL);
+        _exit(127);
+    }
+    assert_true(pid > 0);
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == FULL_SKIP) skip();
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        fail_msg("the disk-full child failed (wait status 0x%x)", st);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -560,13 +998,14 @@ static int teardown(void **state)
 
 int main(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
+    if (argc == 3 && !strcmp(argv[1], FULL_CHILD_FLAG)) return disk_full_child(argv[2]);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_alloc_retrieve),
         cmocka_unit_test(test_alloc_rank),
+        cmocka_unit_test(test_alloc_gateway),
         cmocka_unit_test(test_map_full),
         cmocka_unit_test(test_sigint_build),
+        cmocka_unit_test(test_disk_full),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

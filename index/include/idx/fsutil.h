@@ -26,5 +26,8 @@ int idx_publish_dir(const char *tmp, const char *final_path, int replace, rp_err
 void idx_rmtree(const char *path);
 /* fsyncs the directory containing path. */
 int idx_fsync_parent(const char *path, rp_error *err);
+/* The errno a failed write to path really means: LMDB reports a short write as EIO,
+ * which on a file system with no room left is ENOSPC. Returns rc unchanged otherwise. */
+int idx_write_errno(const char *path, int rc);
 
 #endif
