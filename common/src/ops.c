@@ -24,6 +24,8 @@ static char *admin_token;
 static rp_tls_pem server_tls, client_tls;
 static bool server_tls_on, client_tls_on;
 static int64_t max_in_flight, max_streams;
+static double queue_target_ms, queue_interval_ms;
+static bool queue_set;
 
 static pthread_mutex_t key_mu = PTHREAD_MUTEX_INITIALIZER;
 static unsigned char log_key[64];
@@ -114,6 +116,9 @@ int rp_ops_apply(const rp_ops_flags *f, rp_error *err)
     rp_ops_shutdown();
     max_in_flight = f->max_in_flight;
     max_streams = f->max_streams;
+    queue_target_ms = f->queue_target_ms;
+    queue_interval_ms = f->queue_interval_ms;
+    queue_set = true;
     if (f->admin_token_file) {
         if ((rc = read_secret("--admin-token-file", f->admin_token_file, &admin_token, err)))
             goto fail;
@@ -179,6 +184,7 @@ void rp_ops_shutdown(void)
     free_pem(&client_tls);
     server_tls_on = client_tls_on = false;
     max_in_flight = max_streams = 0;
+    queue_set = false;
 }
 
 const char *rp_ops_admin_token(void)
@@ -204,6 +210,13 @@ int64_t rp_ops_max_in_flight(void)
 int64_t rp_ops_max_streams(void)
 {
     return max_streams;
+}
+
+bool rp_ops_queue_limits(double *target_ms, double *interval_ms)
+{
+    *target_ms = queue_target_ms;
+    *interval_ms = queue_interval_ms;
+    return queue_set;
 }
 
 struct grpc_channel_credentials *rp_ops_channel_credentials(void)

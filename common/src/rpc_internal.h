@@ -39,8 +39,9 @@ typedef struct rp__worker rp__worker;
 /* One call slot, then the call that arrived in it. Its events come one after the other,
  * possibly on different workers, so it is never touched by two threads at once. */
 struct rp_call {
-    rp__tag arrived; /* the requested call matched */
-    rp__tag done;    /* the answering batch completed */
+    rp__tag arrived;  /* the requested call matched (on the admission thread) */
+    rp__tag dispatch; /* a worker takes the call from the queue */
+    rp__tag done;     /* the answering batch completed */
     rp_server *srv;
     const rp__method *method; /* NULL for a generic (unknown method) slot */
     rp_call *next_free;
@@ -71,7 +72,6 @@ struct rp__worker {
     rp_server *srv;
     int index;
     pthread_t thread;
-    rp_call *free_list; /* touched only by this worker's thread */
 };
 
 typedef struct rp__watcher rp__watcher;
@@ -103,6 +103,21 @@ struct rp_server {
     grpc_completion_queue *cq; /* shared by every worker */
     rp__worker *workers;
     int nworkers_started;
+    /* Admission: calls arrive on acq, driven by one thread that posts the next slot,
+     * applies the in-flight cap and queues the call to the workers (an empty batch whose
+     * completion lands on cq). */
+    grpc_completion_queue *acq;
+    pthread_t admit_thread;
+    bool admit_started;
+    atomic_uint queued;              /* admitted, not yet taken by a worker */
+    _Atomic uint64_t queue_empty_ns; /* when the queue was last seen empty */
+    uint64_t queue_target_ns;        /* 0: no shedding by waiting time */
+    uint64_t queue_interval_ns;
+    rp_series *m_shed_queue;
+    /* Call structs ready for reuse (with their arenas), any thread. */
+    pthread_mutex_t spare_mu;
+    rp_call *spare;
+    size_t nspare;
     bool started; /* grpc_server_start was called */
 
     atomic_bool serving;

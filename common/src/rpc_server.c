@@ -1,13 +1,20 @@
 /*
  * rpc_server.c — the unary server over the gRPC C core.
  *
- * N worker threads drive one shared completion queue, so that a call never waits behind
- * a slow handler while another worker is idle. Every registered method has
- * SLOTS_PER_METHOD requested calls posted, plus GENERIC_SLOTS generic ones that answer
- * UNIMPLEMENTED (without them a call to an unknown method waits for its deadline). When
- * a slot fills, a fresh slot is posted first, then the handler runs and the call is
- * answered with one batch; the call struct (and its arena) goes to the free list of the
- * worker that saw that batch complete.
+ * Admission: every registered method has SLOTS_PER_METHOD requested calls posted, plus
+ * GENERIC_SLOTS generic ones that answer UNIMPLEMENTED (without them a call to an
+ * unknown method waits for its deadline). Slots are filled on their own completion
+ * queue, driven by one admission thread that never runs a handler: it notes the arrival
+ * time, posts a fresh slot, answers health checks and unknown methods itself, applies
+ * the in-flight cap, and queues the call to the workers (an empty batch on the call,
+ * whose completion lands on the workers' queue). So no call waits unseen inside gRPC,
+ * and the time each call waits for a worker is known.
+ *
+ * N worker threads drive that one shared queue, so that a call never waits behind a
+ * slow handler while another worker is idle. A worker sheds a call that waited too long
+ * (the queue-time rule in rp_server_config), else runs the handler and answers with
+ * one batch; the call struct (and its arena) goes back to the server's spare list when
+ * that batch completes.
  */
 #include "rpc_internal.h"
 
@@ -36,6 +43,7 @@
  * when the server stops get UNAVAILABLE (safe to retry elsewhere). */
 #define SLOTS_PER_METHOD 64
 #define GENERIC_SLOTS 8
+#define SPARE_MAX 1024 /* call structs kept for reuse */
 
 static const char *const health_check_path = "/grpc.health.v1.Health/Check";
 static const char *const health_watch_path = "/grpc.health.v1.Health/Watch";
@@ -43,20 +51,23 @@ static const char *const health_watch_path = "/grpc.health.v1.Health/Watch";
 /* ------------------------------------------------------------------ call slots */
 
 static void on_arrived(rp__tag *t, bool ok);
+static void on_dispatch(rp__tag *t, bool ok);
 static void on_done(rp__tag *t, bool ok);
-
-static _Thread_local rp__worker *tls_worker;
 
 static rp_call *call_get(rp_server *s)
 {
-    rp__worker *w = tls_worker && tls_worker->srv == s ? tls_worker : NULL;
-    rp_call *c = w ? w->free_list : NULL;
+    pthread_mutex_lock(&s->spare_mu);
+    rp_call *c = s->spare;
     if (c) {
-        w->free_list = c->next_free;
-    } else {
+        s->spare = c->next_free;
+        s->nspare--;
+    }
+    pthread_mutex_unlock(&s->spare_mu);
+    if (!c) {
         c = calloc(1, sizeof *c);
         if (!c) return NULL;
         c->arrived.cb = on_arrived;
+        c->dispatch.cb = on_dispatch;
         c->done.cb = on_done;
         c->srv = s;
     }
@@ -81,8 +92,8 @@ static void call_free(rp_call *c)
     free(c);
 }
 
-/* Releases what the call holds and keeps the struct (and its arena) for reuse by this
- * worker; frees it outright on any other thread. */
+/* Releases what the call holds and keeps the struct (and its arena) for reuse, up to
+ * SPARE_MAX of them. */
 static void call_put(rp_call *c)
 {
     if (c->call) grpc_call_unref(c->call);
@@ -95,14 +106,17 @@ static void call_put(rp_call *c)
     c->status_details = grpc_empty_slice();
     grpc_metadata_array_destroy(&c->md);
     grpc_call_details_destroy(&c->details);
-    rp__worker *w = tls_worker && tls_worker->srv == c->srv ? tls_worker : NULL;
-    if (!w) {
-        call_free(c);
-        return;
-    }
     if (c->arena) rp_arena_reset(c->arena);
-    c->next_free = w->free_list;
-    w->free_list = c;
+    rp_server *s = c->srv;
+    pthread_mutex_lock(&s->spare_mu);
+    bool keep = s->nspare < SPARE_MAX;
+    if (keep) {
+        c->next_free = s->spare;
+        s->spare = c;
+        s->nspare++;
+    }
+    pthread_mutex_unlock(&s->spare_mu);
+    if (!keep) call_free(c);
 }
 
 /* Posts one slot for method m (NULL = generic). */
@@ -114,9 +128,9 @@ static int post_slot(rp_server *s, const rp__method *m)
     grpc_call_error e;
     if (m) {
         e = grpc_server_request_registered_call(s->server, m->handle, &c->call, &c->deadline,
-                                                &c->md, &c->payload, s->cq, s->cq, &c->arrived);
+                                                &c->md, &c->payload, s->cq, s->acq, &c->arrived);
     } else {
-        e = grpc_server_request_call(s->server, &c->call, &c->details, &c->md, s->cq, s->cq,
+        e = grpc_server_request_call(s->server, &c->call, &c->details, &c->md, s->cq, s->acq,
                                      &c->arrived);
     }
     if (e != GRPC_CALL_OK) {
@@ -383,6 +397,7 @@ static void serve_unknown(rp_call *c)
     answer(c, RP_GRPC_UNIMPLEMENTED, msg);
 }
 
+/* On the admission thread: never blocks, never runs a service handler. */
 static void on_arrived(rp__tag *t, bool ok)
 {
     rp_call *c = RP__CONTAINER(t, rp_call, arrived);
@@ -406,7 +421,12 @@ static void on_arrived(rp__tag *t, bool ok)
         return;
     }
     set_deadline(c);
-    if ((int64_t)now_in > s->max_in_flight && !c->method->exempt) {
+    if (c->method->exempt) {
+        /* Health checks are answered here, ahead of any queue: a busy server is alive. */
+        serve_unary(c);
+        return;
+    }
+    if ((int64_t)now_in > s->max_in_flight) {
         /* Shed load rather than queue without bound: the caller may retry elsewhere. */
         char msg[200];
         snprintf(msg, sizeof msg, "overloaded: %u calls in flight (limit %" PRId64 ")", now_in,
@@ -415,7 +435,42 @@ static void on_arrived(rp__tag *t, bool ok)
         answer(c, RP_GRPC_RESOURCE_EXHAUSTED, msg);
         return;
     }
-    if (c->deadline_ns <= c->t_start_ns) {
+    if (atomic_fetch_add(&s->queued, 1) == 0) atomic_store(&s->queue_empty_ns, c->t_start_ns);
+    if (grpc_call_start_batch(c->call, NULL, 0, &c->dispatch, NULL) != GRPC_CALL_OK) {
+        atomic_fetch_sub(&s->queued, 1);
+        answer(c, RP_GRPC_INTERNAL, "the call could not be queued to a worker");
+    }
+}
+
+/* On a worker: the call's turn. */
+static void on_dispatch(rp__tag *t, bool ok)
+{
+    rp_call *c = RP__CONTAINER(t, rp_call, dispatch);
+    rp_server *s = c->srv;
+    (void)ok; /* an empty batch always completes; a cancelled call fails when answered */
+    uint64_t now = rp_now_ns();
+    uint64_t waited = now - c->t_start_ns;
+    bool empty = atomic_fetch_sub(&s->queued, 1) == 1;
+    if (s->queue_target_ns) {
+        /* Fail at Scale's rule: a queue that emptied within the interval is a burst and
+         * may hold a call that long; one that did not is a standing queue, and only the
+         * target is allowed. */
+        uint64_t last_empty = atomic_load(&s->queue_empty_ns);
+        uint64_t limit = now - last_empty > s->queue_interval_ns ? s->queue_target_ns
+                                                                  : s->queue_interval_ns;
+        if (waited > limit) {
+            char msg[200];
+            snprintf(msg, sizeof msg,
+                     "overloaded: the call waited %.1f ms for a worker (limit %.1f ms)",
+                     (double)waited / 1e6, (double)limit / 1e6);
+            rp_counter_inc(s->m_shed_queue);
+            if (empty) atomic_store(&s->queue_empty_ns, now);
+            answer(c, RP_GRPC_RESOURCE_EXHAUSTED, msg);
+            return;
+        }
+    }
+    if (empty) atomic_store(&s->queue_empty_ns, now);
+    if (c->deadline_ns <= now) {
         /* It waited for a worker past its deadline: the caller has given up already. */
         char msg[600];
         snprintf(msg, sizeof msg, "%s: the deadline passed before a worker was free",
@@ -426,12 +481,25 @@ static void on_arrived(rp__tag *t, bool ok)
     serve_unary(c);
 }
 
+/* The admission thread. */
+static void *admit_main(void *arg)
+{
+    rp_server *s = arg;
+    for (;;) {
+        grpc_event ev = grpc_completion_queue_next(s->acq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
+        if (ev.type != GRPC_OP_COMPLETE) continue;
+        rp__tag *t = ev.tag;
+        t->cb(t, ev.success != 0);
+    }
+    return NULL;
+}
+
 /* ------------------------------------------------------------------ workers */
 
 static void *worker_main(void *arg)
 {
     rp__worker *w = arg;
-    tls_worker = w;
     for (;;) {
         grpc_event ev = grpc_completion_queue_next(w->srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME),
                                                    NULL);
@@ -440,12 +508,6 @@ static void *worker_main(void *arg)
         rp__tag *t = ev.tag;
         t->cb(t, ev.success != 0);
     }
-    while (w->free_list) {
-        rp_call *c = w->free_list;
-        w->free_list = c->next_free;
-        call_free(c);
-    }
-    tls_worker = NULL;
     return NULL;
 }
 
@@ -645,6 +707,7 @@ int rp_server_start(const rp_server_config *cfg, const rp_method *methods, size_
     grpc_init();
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cond, NULL);
+    pthread_mutex_init(&s->spare_mu, NULL);
     s->shutdown_tag.cb = on_shutdown;
     s->start_ns = rp_now_ns();
     s->service = xstrdup(cfg->service);
@@ -668,6 +731,15 @@ int rp_server_start(const rp_server_config *cfg, const rp_method *methods, size_
     }
     s->max_in_flight = cfg->max_in_flight > 0 ? cfg->max_in_flight : rp_ops_max_in_flight();
     if (s->max_in_flight <= 0) s->max_in_flight = 4 * (int64_t)s->nthreads * SLOTS_PER_METHOD;
+    double qt = cfg->queue_target_ms, qi = cfg->queue_interval_ms, ot, oi;
+    bool ops_set = rp_ops_queue_limits(&ot, &oi);
+    if (qt == 0) qt = ops_set && ot > 0 ? ot : -1;
+    if (qi <= 0) qi = ops_set && oi > 0 ? oi : 100.0;
+    if (qt > 0) {
+        if (qi < qt) qi = qt;
+        s->queue_target_ns = (uint64_t)(qt * 1e6);
+        s->queue_interval_ns = (uint64_t)(qi * 1e6);
+    }
     int max_streams = cfg->max_streams > 0 ? cfg->max_streams : (int)rp_ops_max_streams();
     if (max_streams <= 0) max_streams = 100;
     const rp_tls_pem *tls = cfg->tls ? cfg->tls : cfg->plaintext ? NULL : rp_ops_server_tls();
@@ -683,8 +755,13 @@ int rp_server_start(const rp_server_config *cfg, const rp_method *methods, size_
         rp_metric *rej = rp_metric_family(RP_METRIC_COUNTER, "recpipe_rpc_rejected_total",
                                           "Calls refused with RESOURCE_EXHAUSTED by the "
                                           "in-flight cap.", "service", NULL, 0);
+        rp_metric *shed = rp_metric_family(RP_METRIC_COUNTER, "recpipe_rpc_shed_total",
+                                           "Calls answered RESOURCE_EXHAUSTED because they "
+                                           "waited for a worker past the queue-time limit.",
+                                           "service", NULL, 0);
         s->m_in_flight = rp_metric_series1(inf, s->service);
         s->m_rejected = rp_metric_series1(rej, s->service);
+        s->m_shed_queue = rp_metric_series1(shed, s->service);
     }
     if (!s->service || !s->version || !s->listen) {
         rc = rp_errorf(err, RP_ENOMEM, "out of memory for the server");
@@ -720,6 +797,8 @@ int rp_server_start(const rp_server_config *cfg, const rp_method *methods, size_
     }
     s->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(s->server, s->cq, NULL);
+    s->acq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(s->server, s->acq, NULL);
     for (size_t i = 0; i < s->nmethods; i++) {
         s->methods[i].handle = grpc_server_register_method(
             s->server, s->methods[i].m.path, NULL, GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
@@ -770,6 +849,11 @@ int rp_server_start(const rp_server_config *cfg, const rp_method *methods, size_
         }
         s->nworkers_started++;
     }
+    if (pthread_create(&s->admit_thread, NULL, admit_main, s) != 0) {
+        rc = rp_errorf(err, RP_ENOMEM, "cannot start the admission thread: %s", strerror(errno));
+        goto fail;
+    }
+    s->admit_started = true;
     char fields[512];
     size_t fl = 0;
     fl += (size_t)snprintf(fields, sizeof fields, "\"service\":\"");
@@ -778,9 +862,11 @@ int rp_server_start(const rp_server_config *cfg, const rp_method *methods, size_
     rp_json_escape(fields, sizeof fields, &fl, s->bound_address ? s->bound_address : s->listen);
     snprintf(fields + fl, sizeof fields - fl,
              "\",\"port\":%d,\"threads\":%d,\"tls\":\"%s\",\"admin_token\":%s,"
-             "\"max_in_flight\":%" PRId64 ",\"max_streams\":%d",
+             "\"max_in_flight\":%" PRId64 ",\"max_streams\":%d,\"queue_target_ms\":%.1f,"
+             "\"queue_interval_ms\":%.1f",
              s->port, s->nthreads, s->mtls ? "mutual" : s->tls ? "on" : "off",
-             s->admin_token ? "true" : "false", s->max_in_flight, max_streams);
+             s->admin_token ? "true" : "false", s->max_in_flight, max_streams,
+             (double)s->queue_target_ns / 1e6, (double)s->queue_interval_ns / 1e6);
     if (rp_metrics_add_hook(metrics_hook, s) == RP_OK) s->metrics_hooked = true;
     rp_logx(RP_LOG_INFO, "rpc", fields, "listening on %s",
             s->bound_address ? s->bound_address : s->listen);
@@ -869,7 +955,7 @@ int rp_server_stop(rp_server *s, double grace_s)
     s->stop_rc = RP_OK;
     if (!s->server) return RP_OK;
     atomic_store(&s->stopping, true);
-    if (s->nworkers_started == s->nthreads) {
+    if (s->nworkers_started == s->nthreads && s->admit_started) {
         rp_server_stats st;
         rp_server_get_stats(s, &st);
         rp_info("rpc", "stopping %s: %u calls in flight, draining them (grace %.1f s)", s->service,
@@ -914,6 +1000,22 @@ int rp_server_stop(rp_server *s, double grace_s)
     }
     grpc_server_destroy(s->server);
     s->server = NULL;
+    /* The admission queue first: what it still holds may queue calls to the workers. */
+    if (s->acq) {
+        grpc_completion_queue_shutdown(s->acq);
+        if (s->admit_started) {
+            pthread_join(s->admit_thread, NULL);
+        } else {
+            for (;;) {
+                grpc_event ev = grpc_completion_queue_next(s->acq, gpr_inf_future(GPR_CLOCK_REALTIME),
+                                                           NULL);
+                if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
+                if (ev.type == GRPC_OP_COMPLETE) ((rp__tag *)ev.tag)->cb(ev.tag, false);
+            }
+        }
+        grpc_completion_queue_destroy(s->acq);
+        s->acq = NULL;
+    }
     if (s->cq) {
         grpc_completion_queue_shutdown(s->cq);
         for (int i = 0; i < s->nworkers_started; i++) pthread_join(s->workers[i].thread, NULL);
@@ -929,7 +1031,7 @@ int rp_server_stop(rp_server *s, double grace_s)
         grpc_completion_queue_destroy(s->cq);
         s->cq = NULL;
     }
-    if (s->nworkers_started == s->nthreads)
+    if (s->nworkers_started == s->nthreads && s->admit_started)
         rp_info("rpc", "%s stopped", s->service);
     return s->stop_rc;
 }
@@ -943,6 +1045,12 @@ void rp_server_destroy(rp_server *s)
         memset(s->admin_token, 0, strlen(s->admin_token));
         free(s->admin_token);
     }
+    while (s->spare) {
+        rp_call *c = s->spare;
+        s->spare = c->next_free;
+        call_free(c);
+    }
+    pthread_mutex_destroy(&s->spare_mu);
     free(s->workers);
     free(s->methods);
     free(s->service);

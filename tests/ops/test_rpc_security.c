@@ -12,7 +12,11 @@
  *     admin_methods; other methods stay open;
  *   - the in-flight cap: with 2 handlers asleep and max_in_flight 2, further calls get
  *     RESOURCE_EXHAUSTED "overloaded: ..." at once instead of queueing;
- *   - max_streams 1: two slow calls on one connection run one after the other.
+ *   - max_streams 1: two slow calls on one connection run one after the other;
+ *   - shedding by waiting time: with the one worker asleep, calls queued behind it are
+ *     answered RESOURCE_EXHAUSTED "waited ... for a worker" once the queue has not
+ *     emptied for the interval, admitted when it has (a burst), and all admitted with
+ *     shedding off; health checks are answered while every worker is busy.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -139,6 +143,16 @@ static int teardown(void **state)
     free(rogue_key);
     sh("rm -rf %s", dir);
     return 0;
+}
+
+static rp_server *start_cfg(rp_server_config *cfg)
+{
+    rp_server *s = NULL;
+    rp_error err = {0};
+    if (rp_server_start(cfg, methods, sizeof methods / sizeof methods[0], &s, &err) != RP_OK)
+        fail_msg("rp_server_start: %s", err.msg);
+    rp_server_set_serving(s, true);
+    return s;
 }
 
 static rp_server *start_ex(const rp_tls_pem *tls, const char *token, int64_t max_in_flight,
@@ -400,12 +414,86 @@ static void test_max_streams(void **state)
     assert_true(serial >= 790);
 }
 
+/* One worker held by a 400 ms call; n OPEN calls queued behind it. Fills *t. */
+static void queued_behind_sleeper(double target_ms, double interval_ms, int n, tally *t,
+                                  bool *health_while_busy)
+{
+    rp_server_config cfg = {.service = "queue", .listen = "127.0.0.1:0", .threads = 1,
+                            .queue_target_ms = target_ms, .queue_interval_ms = interval_ms};
+    rp_server *s = start_cfg(&cfg);
+    pthread_t th;
+    slow_arg sa = {s, -1};
+    assert_int_equal(pthread_create(&th, NULL, slow_thread, &sa), 0);
+    uint64_t until = rp_now_ns() + 3000000000ull;
+    while (atomic_load(&sleeping) < 1 && rp_now_ns() < until) rp_sleep_ns(1000000);
+    assert_int_equal(atomic_load(&sleeping), 1);
+    /* The only worker sleeps; the admission thread answers health checks regardless. */
+    rp_status st;
+    assert_int_equal(call(s, NULL, "/grpc.health.v1.Health/Check", NULL, &st), RP_GRPC_OK);
+    *health_while_busy = atomic_load(&sleeping) == 1;
+
+    rp_client_config cc = {.plaintext = true};
+    rp_client *c = NULL;
+    rp_async *as = NULL;
+    rp_error err = {0};
+    assert_int_equal(rp_client_create(&cc, &c, &err), RP_OK);
+    assert_int_equal(rp_async_create(c, &as, &err), RP_OK);
+    char target[64];
+    snprintf(target, sizeof target, "127.0.0.1:%d", rp_server_port(s));
+    Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    rp_arena *arenas[8];
+    rp_call_opts o = {.timeout_ms = 5000};
+    assert_true(n <= 8);
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(rp_arena_create(0, &arenas[i]), RP_OK);
+        assert_int_equal(rp_async_start(as, target, OPEN, &req.base,
+                                        &grpc__health__v1__health_check_response__descriptor,
+                                        arenas[i], &o, on_done, t, &err), RP_OK);
+    }
+    assert_int_equal(rp_async_wait(as, 5000), RP_OK);
+    pthread_join(th, NULL);
+    assert_int_equal(sa.code, RP_GRPC_OK);
+    /* The queue is empty again: calls are admitted. */
+    assert_int_equal(call(s, NULL, OPEN, NULL, &st), RP_GRPC_OK);
+    rp_async_destroy(as);
+    for (int i = 0; i < n; i++) rp_arena_destroy(arenas[i]);
+    rp_client_destroy(c);
+    rp_server_destroy(s);
+}
+
+static void test_queue_shedding(void **state)
+{
+    (void)state;
+    bool health;
+    /* A standing queue (not empty for 400 ms > the 50 ms interval): every queued call
+     * waited past the 20 ms target. */
+    tally t = {0};
+    queued_behind_sleeper(20, 50, 6, &t, &health);
+    assert_true(health);
+    assert_int_equal(atomic_load(&t.other), 0);
+    assert_int_equal(atomic_load(&t.exhausted), 6);
+    assert_non_null(strstr(t.msg, "overloaded: the call waited "));
+    assert_non_null(strstr(t.msg, "for a worker (limit 20.0 ms)"));
+    print_message("standing queue: 6 of 6 shed: \"%s\"\n", t.msg);
+    /* A burst: the queue emptied within the 1 s interval, so 400 ms of waiting is allowed. */
+    tally b = {0};
+    queued_behind_sleeper(20, 1000, 6, &b, &health);
+    assert_int_equal(atomic_load(&b.ok), 6);
+    assert_int_equal(atomic_load(&b.exhausted), 0);
+    /* Shedding off: calls wait for their deadline. */
+    tally off = {0};
+    queued_behind_sleeper(-1, 0, 6, &off, &health);
+    assert_int_equal(atomic_load(&off.ok), 6);
+    assert_int_equal(atomic_load(&off.other) + atomic_load(&off.exhausted), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_plaintext_default), cmocka_unit_test(test_tls),
         cmocka_unit_test(test_mtls), cmocka_unit_test(test_admin_token),
         cmocka_unit_test(test_in_flight_cap), cmocka_unit_test(test_max_streams),
+        cmocka_unit_test(test_queue_shedding),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

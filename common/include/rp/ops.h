@@ -20,6 +20,7 @@
 #include "rp/config.h"
 #include "rp/err.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 
 typedef struct rp_ops_flags {
@@ -30,6 +31,8 @@ typedef struct rp_ops_flags {
     const char *tls_ca, *tls_client_cert, *tls_client_key; /* clients */
     int64_t max_in_flight; /* 0: 4 x threads x 64 */
     int64_t max_streams;   /* per connection; 0: 100 */
+    double queue_target_ms;   /* waiting for a worker under sustained overload; 0: off */
+    double queue_interval_ms; /* ... otherwise; also how long "sustained" is */
 } rp_ops_flags;
 
 #define RP_OPS_METRICS_OPTS(f)                                                                 \
@@ -52,7 +55,14 @@ typedef struct rp_ops_flags {
      "calls handled at once by the process; more get RESOURCE_EXHAUSTED (0 = 4 x threads x "   \
      "64)", false},                                                                            \
     {"max-streams", RP_OPT_INT, &(f).max_streams, "0", 0, 1000000,                             \
-     "concurrent calls per client connection (0 = 100)", false}
+     "concurrent calls per client connection (0 = 100)", false},                               \
+    {"queue-target-ms", RP_OPT_DOUBLE, &(f).queue_target_ms, "0", 0, 60000,                     \
+     "load shedding (5 is a good value): once calls have waited for a worker without the "     \
+     "queue emptying for --queue-interval-ms, a call that waited longer than this gets "      \
+     "RESOURCE_EXHAUSTED (0 = off: calls wait up to their deadline)", false},                 \
+    {"queue-interval-ms", RP_OPT_DOUBLE, &(f).queue_interval_ms, "100", 1, 600000,             \
+     "load shedding: longest wait for a worker while the queue still empties now and then",   \
+     false}
 #define RP_OPS_CLIENT_OPTS(f)                                                                  \
     {"tls-ca", RP_OPT_STR, &(f).tls_ca, NULL, 0, 0,                                            \
      "PEM CA bundle that signed the servers' certificates (client TLS on)", false},            \
@@ -88,6 +98,8 @@ const rp_tls_pem *rp_ops_server_tls(void);
 const rp_tls_pem *rp_ops_client_tls(void);
 int64_t rp_ops_max_in_flight(void);
 int64_t rp_ops_max_streams(void);
+/* The queue limits in ms (rp_server_config): false when rp_ops_apply did not run. */
+bool rp_ops_queue_limits(double *target_ms, double *interval_ms);
 
 struct grpc_channel_credentials;
 /* New channel credentials for raw gRPC users (the load generator): ssl with the process

@@ -152,6 +152,17 @@ typedef struct rp_server_config {
     int max_streams;               /* GRPC_ARG_MAX_CONCURRENT_STREAMS per connection;
                                     * 0 = 100 */
     bool plaintext;                /* ignore the process TLS default (tests) */
+    /* Load shedding by waiting time (the server's queue of calls waiting for a worker,
+     * after "Fail at Scale", Maurer 2015, a CoDel for RPC queues): while the queue has
+     * emptied within the last queue_interval_ms, a call may wait that long; once it has
+     * not, only queue_target_ms. A call that waited longer is answered
+     * RESOURCE_EXHAUSTED at once, so that admitted calls keep a normal latency under
+     * overload. Off by default: a closed-loop client keeping more calls in flight than
+     * there are workers makes a standing queue on purpose. 0 = the process default
+     * (rp_ops: --queue-target-ms, --queue-interval-ms; off unless set; interval 100 ms);
+     * target < 0 = off (calls then wait up to their deadline). */
+    double queue_target_ms;
+    double queue_interval_ms;
 } rp_server_config;
 
 #define RP_DEFAULT_MAX_MESSAGE_BYTES (4 * 1024 * 1024)
