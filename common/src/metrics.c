@@ -11,6 +11,7 @@
 
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <malloc.h>
 #include <math.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
@@ -501,6 +502,15 @@ static void render_process(buf *b)
     bvalue(b, process_start_time());
     bput(b, "\n# HELP process_open_fds Number of open file descriptors.\n"
             "# TYPE process_open_fds gauge\nprocess_open_fds %d\n", fds);
+    /* The heap as the allocator sees it: RSS growth with a flat in-use figure is memory
+     * kept for reuse, not a leak. */
+    struct mallinfo2 mi = mallinfo2();
+    bput(b, "# HELP recpipe_heap_in_use_bytes Bytes allocated with malloc and not yet freed.\n"
+            "# TYPE recpipe_heap_in_use_bytes gauge\nrecpipe_heap_in_use_bytes %llu\n",
+         (unsigned long long)(mi.uordblks + mi.hblkhd));
+    bput(b, "# HELP recpipe_heap_free_bytes Freed bytes the allocator keeps for reuse.\n"
+            "# TYPE recpipe_heap_free_bytes gauge\nrecpipe_heap_free_bytes %llu\n",
+         (unsigned long long)mi.fordblks);
 }
 
 char *rp_metrics_render(size_t *len)

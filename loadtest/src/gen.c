@@ -114,7 +114,7 @@ struct worker {
     uint32_t next_ch;
     uint8_t *buf;
     /* results */
-    rp_hist latency, by_rpc[LT_RPC_COUNT];
+    rp_hist latency, by_rpc[LT_RPC_COUNT], by_status[LT_NSTATUS];
     uint64_t calls_by_rpc[LT_RPC_COUNT], status[LT_NSTATUS];
     uint64_t measured, ok, errors, unsent, late_sends, max_send_lag;
     atomic_uint_fast64_t sent, completed, failed; /* for progress */
@@ -280,6 +280,7 @@ static void complete_call(worker *w, call_ctx *c)
     if (c->intended_ns >= r->warm_end_ns) {
         rp_hist_record(&w->latency, lat);
         rp_hist_record(&w->by_rpc[c->rpc], lat);
+        rp_hist_record(&w->by_status[st], lat);
         w->calls_by_rpc[c->rpc]++;
         w->status[st]++;
         w->measured++;
@@ -606,6 +607,7 @@ int lt_run(const lt_config *cfg, lt_result **out, rp_error *err)
         rp_hist_reset(&w->latency);
         rp_hist_reset(&w->cur_h);
         for (int k = 0; k < LT_RPC_COUNT; k++) rp_hist_reset(&w->by_rpc[k]);
+        for (int k = 0; k < LT_NSTATUS; k++) rp_hist_reset(&w->by_status[k]);
         lt_rng_seed(&w->rng, cfg->seed * 1000003u + i);
         if (open) {
             /* Threads interleave: thread i starts i/rate later, each at rate/threads. */
@@ -641,6 +643,7 @@ int lt_run(const lt_config *cfg, lt_result **out, rp_error *err)
     res->open_loop = open;
     rp_hist_reset(&res->latency);
     for (int k = 0; k < LT_RPC_COUNT; k++) rp_hist_reset(&res->by_rpc[k]);
+    for (int k = 0; k < LT_NSTATUS; k++) rp_hist_reset(&res->by_status[k]);
     for (uint32_t i = 0; i < cfg->threads; i++) {
         worker *w = ws[i];
         if (w->rc && !rc) {
@@ -652,7 +655,10 @@ int lt_run(const lt_config *cfg, lt_result **out, rp_error *err)
             rp_hist_merge(&res->by_rpc[k], &w->by_rpc[k]);
             res->calls_by_rpc[k] += w->calls_by_rpc[k];
         }
-        for (int k = 0; k < LT_NSTATUS; k++) res->status[k] += w->status[k];
+        for (int k = 0; k < LT_NSTATUS; k++) {
+            res->status[k] += w->status[k];
+            rp_hist_merge(&res->by_status[k], &w->by_status[k]);
+        }
         res->measured += w->measured;
         res->ok += w->ok;
         res->errors += w->errors;

@@ -79,6 +79,15 @@ void lt_report_text(FILE *f, const lt_result *r)
     if (r->measured == 0) fprintf(f, " (no calls measured)");
     fprintf(f, "\n  errors    %llu (%.3f%%)\n", (unsigned long long)r->errors,
             r->measured ? 100.0 * (double)r->errors / (double)r->measured : 0.0);
+    if (r->errors && r->ok) {
+        /* Shed or failed calls answer at their own speed: each status on its own line. */
+        for (int s = 0; s < LT_NSTATUS; s++) {
+            if (!r->status[s]) continue;
+            fprintf(f, "  %-18s p50 %.3f ms, p99 %.3f ms, max %.3f ms\n", lt_status_name(s),
+                    ms(rp_hist_percentile(&r->by_status[s], 50)),
+                    ms(rp_hist_percentile(&r->by_status[s], 99)), ms(rp_hist_max(&r->by_status[s])));
+        }
+    }
     int kinds = 0;
     for (int k = 0; k < LT_RPC_COUNT; k++) kinds += r->calls_by_rpc[k] > 0;
     if (kinds > 1) {
@@ -177,6 +186,15 @@ json_object *lt_report_json_object(const lt_result *r, const lt_find_result *fm)
         if (r->status[s])
             json_object_object_add(st, lt_status_name(s), json_object_new_int64((int64_t)r->status[s]));
     json_object_object_add(root, "status", st);
+
+    json_object *bs = json_object_new_object();
+    for (int s = 0; s < LT_NSTATUS; s++) {
+        if (!r->status[s]) continue;
+        json_object *o = lat_object(&r->by_status[s]);
+        json_object_object_add(o, "count", json_object_new_int64((int64_t)r->status[s]));
+        json_object_object_add(bs, lt_status_name(s), o);
+    }
+    json_object_object_add(root, "latency_by_status_ms", bs);
 
     json_object *by = json_object_new_object();
     for (int k = 0; k < LT_RPC_COUNT; k++) {

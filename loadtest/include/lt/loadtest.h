@@ -88,6 +88,9 @@ typedef struct lt_result {
     rp_hist by_rpc[LT_RPC_COUNT];
     uint64_t calls_by_rpc[LT_RPC_COUNT];
     uint64_t status[LT_NSTATUS]; /* measured calls by gRPC status code */
+    /* Latency by status: by_status[GRPC_STATUS_OK] is the admitted calls' latency when a
+     * server sheds load (RESOURCE_EXHAUSTED answers fast and would flatter `latency`). */
+    rp_hist by_status[LT_NSTATUS];
     uint64_t measured;           /* calls in the window (= latency.count) */
     uint64_t ok;                 /* of which OK */
     uint64_t errors;             /* of which not OK */

@@ -14,15 +14,17 @@
 
 struct json_object;
 
-/* The table: mode, offered and achieved rate, p50/p90/p99/p99.9/max, errors by status,
- * per-RPC lines when several RPCs were mixed. */
+/* The table: mode, offered and achieved rate, p50/p90/p99/p99.9/max, errors by status
+ * (with each status's own p50/p99 when some calls failed), per-RPC lines when several
+ * RPCs were mixed. */
 void lt_report_text(FILE *f, const lt_result *r);
 /* The find-max steps and the answer. */
 void lt_report_find_text(FILE *f, const lt_find_result *fm);
 
 /*
  * The JSON document: {"config":{...}, "summary":{...}, "latency_ms":{"p50":...},
- * "status":{"OK":n,...}, "by_rpc":{...}, "spectrum":[{"percentile":..,"ms":..}],
+ * "status":{"OK":n,...}, "latency_by_status_ms":{"OK":{"p50":..,"count":n},...},
+ * "by_rpc":{...}, "spectrum":[{"percentile":..,"ms":..}],
  * "histogram":[{"lo_us":..,"hi_us":..,"count":..}], "timeline":[{"t":..,"rate":..,
  * "errors":..,"p50_ms":..,"p99_ms":..,"max_ms":..,"warmup":..}], "find_max":{...}}.
  * fm may be NULL (no "find_max" member). Returns a new object (json_object_put it),
