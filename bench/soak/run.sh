@@ -42,6 +42,12 @@ trap cleanup EXIT INT TERM
 PY=/usr/bin/python3
 free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+# Anonymous memory (heap, stacks, anonymous maps): RSS less the mapped files (bundle
+# files, the LMDB state), whose pages the kernel may drop at will.
+anon_kb() { awk '/^Anonymous:/ { print $2 }' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
+sample() { # pid -> "rss:anon"
+  if [ -n "$1" ]; then echo "$(rss_kb "$1"):$(anon_kb "$1")"; else echo "0:0"; fi
+}
 
 D=$SRC/data/ml-latest-small
 [ -f "$D/ratings.csv" ] || D=/work/shared/data/ml-latest-small
@@ -96,7 +102,7 @@ RELOADS=0; RELOAD_FAILS=0; WHICH=b
 while kill -0 "$LTPID" 2>/dev/null; do
   T=$(($(date +%s) - T0))
   if [ "$T" -ge "$NEXT_SAMPLE" ]; then
-    echo "$T,$(rss_kb "$GPID"),$(rss_kb "$RPID"),$( [ -n "$KPID" ] && rss_kb "$KPID" || echo 0)" >>"$TMP/rss.csv"
+    echo "$T,$(sample "$GPID"),$(sample "$RPID"),$(sample "$KPID")" >>"$TMP/rss.csv"
     NEXT_SAMPLE=$((NEXT_SAMPLE + 5))
   fi
   if [ "$T" -ge "$NEXT_RELOAD" ] && [ "$T" -lt "$SOAK_SECONDS" ]; then
@@ -116,7 +122,7 @@ while kill -0 "$LTPID" 2>/dev/null; do
 done
 wait "$LTPID" || true
 LTPID=""
-echo "$(($(date +%s) - T0)),$(rss_kb "$GPID"),$(rss_kb "$RPID"),$( [ -n "$KPID" ] && rss_kb "$KPID" || echo 0)" >>"$TMP/rss.csv"
+echo "$(($(date +%s) - T0)),$(sample "$GPID"),$(sample "$RPID"),$(sample "$KPID")" >>"$TMP/rss.csv"
 ALIVE=1; kill -0 "$SPID" 2>/dev/null || ALIVE=0
 [ -f "$TMP/soak.json" ] || { echo "bench/soak: loadtest wrote no JSON"; cat "$TMP/soak.out"; exit 1; }
 
@@ -126,16 +132,21 @@ import json, sys
 tmp, out = sys.argv[1], sys.argv[2]
 mx, rate, secs, every, warm, reloads, rfails, alive, slo = sys.argv[3:12]
 lt = json.load(open(tmp + "/soak.json"))
-rows = [list(map(int, l.strip().split(","))) for l in open(tmp + "/rss.csv") if l.strip()]
+raw = [l.strip().split(",") for l in open(tmp + "/rss.csv") if l.strip()]
+rows = [[int(x[0])] + [int(v.split(":")[0]) for v in x[1:]] for x in raw]
+anon = [[int(x[0])] + [int(v.split(":")[1]) for v in x[1:]] for x in raw]
 names = ["gateway", "retrieval", "ranking"]
-base = next((r for r in rows if r[0] >= int(warm)), rows[0])
-last = rows[-1]
+bi = next((i for i, r in enumerate(rows) if r[0] >= int(warm)), 0)
+base, last = rows[bi], rows[-1]
 rss = {}
 for k, n in enumerate(names, start=1):
     if last[k] == 0 and base[k] == 0:
         continue
     rss[n] = {"after_warmup_kb": base[k], "end_kb": last[k], "max_kb": max(r[k] for r in rows),
-              "growth_kb": last[k] - base[k]}
+              "growth_kb": last[k] - base[k],
+              "growth_pct": 100.0 * (last[k] - base[k]) / base[k] if base[k] else None,
+              "anon_after_warmup_kb": anon[bi][k], "anon_end_kb": anon[-1][k],
+              "anon_growth_kb": anon[-1][k] - anon[bi][k]}
 s = lt["summary"]
 st = lt.get("status", {})
 failed = sum(v for k, v in st.items() if k != "OK")
@@ -144,7 +155,9 @@ res = {"bench": "soak", "max_rate": float(mx), "rate": float(rate), "slo_p99_ms"
        "reloads": int(reloads), "reloads_failed": int(rfails), "services_alive": alive == "1",
        "calls": s["measured"], "failed_calls": failed, "status": st,
        "achieved_rate": s["achieved_rate"], "latency_ms": lt["latency_ms"],
-       "rss": rss, "rss_samples": [{"t_s": r[0], **{n: r[k] for k, n in enumerate(names, 1)}} for r in rows],
+       "rss": rss, "rss_samples": [{"t_s": r[0], **{n: r[k] for k, n in enumerate(names, 1)},
+                                       **{n + "_anon": a[k] for k, n in enumerate(names, 1)}}
+                                      for r, a in zip(rows, anon)],
        "reload_log": [l.strip() for l in open(tmp + "/reloads.csv") if l.strip()],
        "timeline": [{k: x.get(k) for k in ("t", "rate", "errors", "p50_ms", "p99_ms")}
                     for x in lt.get("timeline", [])]}
@@ -160,8 +173,10 @@ print("calls %d at %.1f/s (70%% of %.1f), failed %d %s; reloads %d (%d failed); 
 print("  errors within 5 s after a reload: %d; seconds with errors: %s"
       % (near, "none" if not bad else "%d (first t=%ds, last t=%ds)" % (len(bad), bad[0], bad[-1])))
 for n, v in rss.items():
-    print("  %-9s RSS %7.1f MB after warm-up (t=%ds) -> %7.1f MB at the end: %+.1f MB (max %.1f MB)"
-          % (n, v["after_warmup_kb"] / 1024, base[0], v["end_kb"] / 1024, v["growth_kb"] / 1024, v["max_kb"] / 1024))
+    print("  %-9s RSS %7.1f MB after warm-up (t=%ds) -> %7.1f MB at the end: %+.1f MB (%+.1f%%, max %.1f MB); "
+          "anonymous %.1f -> %.1f MB"
+          % (n, v["after_warmup_kb"] / 1024, base[0], v["end_kb"] / 1024, v["growth_kb"] / 1024,
+             v["growth_pct"] or 0, v["max_kb"] / 1024, v["anon_after_warmup_kb"] / 1024, v["anon_end_kb"] / 1024))
 print("bench/soak: wrote", out)
 EOF
 [ "$ALIVE" = 1 ] || { echo "bench/soak: recpipe serve died during the soak"; tail -n 20 "$TMP/serve.log"; exit 1; }

@@ -1,0 +1,123 @@
+#!/bin/sh
+# bench/overload/run.sh BUILD_DIR — does a service shed load at 3x what it can sustain,
+# and do the calls it admits keep their normal latency?
+#
+# For retrieval and ranking (each alone, 2 request threads, on the ml-latest-small
+# bundle), with the load generator on the same machine:
+#   1. `recpipe loadtest --find-max` (open loop, p99 objective OVERLOAD_SLO_MS, default
+#      10 ms)                                               → the sustainable rate R;
+#   2. R for OVERLOAD_SECONDS (default 15)                  → normal p99;
+#   3. 3 R, queue-time shedding on (--queue-target-ms 5, --queue-interval-ms 100)
+#                                                           → admitted (OK) p99, shed share;
+#   4. 3 R again against a server started without them (no shedding by
+#      waiting time: calls wait up to their 1 s deadline)   → admitted p99 for comparison.
+# The figure of merit is admitted p99 at 3 R / normal p99 (goal: at most 2).
+# Writes bench/results/overload.json.
+set -eu
+BUILD=${1:-build}
+SRC=$(cd "$(dirname "$0")/../.." && pwd)
+BUILD=$(cd "$BUILD" && pwd)
+BIN="$BUILD/recpipe"
+[ -x "$BIN" ] || cmake --build "$BUILD" --target recpipe >/dev/null
+OUT="$SRC/bench/results"
+mkdir -p "$OUT"
+SECS=${OVERLOAD_SECONDS:-15}
+SLO=${OVERLOAD_SLO_MS:-10}
+SERVICES=${OVERLOAD_SERVICES:-"retrieval ranking"}
+TMP=$(mktemp -d)
+SPID=""
+cleanup() {
+  if [ -n "$SPID" ]; then kill "$SPID" 2>/dev/null || true; wait "$SPID" 2>/dev/null || true; fi
+  rm -rf "$TMP"
+}
+trap cleanup EXIT INT TERM
+PY=/usr/bin/python3
+free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+jget() { $PY -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$@"; }
+
+D=$SRC/data/ml-latest-small
+[ -f "$D/ratings.csv" ] || D=/work/shared/data/ml-latest-small
+echo "building the ml-latest-small bundle"
+"$BIN" import --ratings "$D/ratings.csv" --items "$D/movies.csv" --out "$TMP/ml" >/dev/null
+"$BIN" build --data "$TMP/ml" --out "$TMP/b" --version overload --eval=false >"$TMP/build.log" 2>&1
+
+start() { # service, extra flags...
+  svc=$1; shift
+  PORT=$(free_port)
+  "$BIN" "$svc" --bundle "$TMP/b" --listen "127.0.0.1:$PORT" --threads 2 --log-level warn "$@" \
+    >"$TMP/$svc.log" 2>&1 &
+  SPID=$!
+  i=0
+  until "$BIN" status --target "127.0.0.1:$PORT" >/dev/null 2>&1; do
+    i=$((i + 1))
+    if [ $i -gt 300 ] || ! kill -0 "$SPID" 2>/dev/null; then
+      echo "bench/overload: $svc did not start"; tail -n 20 "$TMP/$svc.log"; exit 1
+    fi
+    sleep 0.2
+  done
+}
+stop() { kill "$SPID" 2>/dev/null || true; wait "$SPID" 2>/dev/null || true; SPID=""; }
+
+echo "{" >"$TMP/all.json"
+first=1
+for svc in $SERVICES; do
+  case $svc in
+    retrieval) RPC=retrieve ;;
+    ranking) RPC=rank ;;
+    *) echo "bench/overload: unknown service $svc"; exit 1 ;;
+  esac
+  LT="--rpc $RPC --dataset $TMP/ml --bundle $TMP/b --history 20 --candidates 100 --connections 2 --deadline-ms 1000"
+  start "$svc" --queue-target-ms 5 --queue-interval-ms 100
+  echo "== $svc: finding the sustainable rate (p99 under $SLO ms)"
+  "$BIN" loadtest --target "127.0.0.1:$PORT" $LT --find-max --rate 200 --slo-p99-ms "$SLO" \
+    --step-duration 4s --step-warmup 1s --max-rate 100000 --json "$TMP/$svc-max.json" >/dev/null
+  R=$(jget "$TMP/$svc-max.json" "d['find_max']['best_rate']")
+  R3=$($PY -c "import sys; print(3 * float(sys.argv[1]))" "$R")
+  echo "   sustainable $R calls/s; normal run at $R, overload at $R3 for $SECS s"
+  "$BIN" loadtest --target "127.0.0.1:$PORT" $LT --rate "$R" --warmup 2s --duration "${SECS}s" \
+    --json "$TMP/$svc-normal.json" >/dev/null
+  "$BIN" loadtest --target "127.0.0.1:$PORT" $LT --rate "$R3" --warmup 2s --duration "${SECS}s" \
+    --json "$TMP/$svc-shed.json" >"$TMP/$svc-shed.txt"
+  stop
+  start "$svc"
+  "$BIN" loadtest --target "127.0.0.1:$PORT" $LT --rate "$R3" --warmup 2s --duration "${SECS}s" \
+    --json "$TMP/$svc-noshed.json" >/dev/null
+  stop
+  [ $first = 1 ] || echo "," >>"$TMP/all.json"
+  first=0
+  $PY - "$svc" "$TMP" "$R" >>"$TMP/all.json" <<'EOF'
+import json, sys
+svc, tmp, r = sys.argv[1], sys.argv[2], float(sys.argv[3])
+def run(name):
+    d = json.load(open("%s/%s-%s.json" % (tmp, svc, name)))
+    st = d.get("status", {})
+    ok = d.get("latency_by_status_ms", {}).get("OK", {})
+    n = d["summary"]["measured"]
+    return {"offered": d["config"].get("rate"), "achieved": d["summary"]["achieved_rate"],
+            "calls": n, "status": st,
+            "ok_share": st.get("OK", 0) / n if n else 0,
+            "shed_share": st.get("RESOURCE_EXHAUSTED", 0) / n if n else 0,
+            "admitted_p50_ms": ok.get("p50"), "admitted_p99_ms": ok.get("p99"),
+            "all_p99_ms": d["latency_ms"]["p99"]}
+normal, shed, noshed = run("normal"), run("shed"), run("noshed")
+base = normal["admitted_p99_ms"] or normal["all_p99_ms"]
+res = {"sustainable_rate": r, "normal": normal, "overload_shedding": shed,
+       "overload_no_shedding": noshed,
+       "admitted_p99_ratio": shed["admitted_p99_ms"] / base if shed["admitted_p99_ms"] and base else None,
+       "admitted_p99_ratio_no_shedding":
+           noshed["admitted_p99_ms"] / base if noshed["admitted_p99_ms"] and base else None}
+sys.stderr.write("   normal   %7.0f/s: p99 %7.2f ms, %s\n" % (normal["achieved"], base, normal["status"]))
+for k, v in (("3x shed", shed), ("3x no-shed", noshed)):
+    sys.stderr.write("   %-10s %5.0f/s offered: admitted p50 %s ms p99 %s ms (%.1f%% admitted, %.1f%% shed) %s\n"
+                     % (k, v["offered"] or 0, v["admitted_p50_ms"], v["admitted_p99_ms"],
+                        100 * v["ok_share"], 100 * v["shed_share"], v["status"]))
+sys.stderr.write("   admitted p99 at 3x / normal p99: %.2f with shedding, %s without\n"
+                 % (res["admitted_p99_ratio"] or float("nan"),
+                    "%.2f" % res["admitted_p99_ratio_no_shedding"] if res["admitted_p99_ratio_no_shedding"] else "n/a"))
+print(json.dumps(svc) + ": " + json.dumps(res, indent=1))
+EOF
+done
+echo "}" >>"$TMP/all.json"
+$PY -c "import json,sys; d=json.load(open(sys.argv[1])); d['bench']='overload'; json.dump(d, open(sys.argv[2],'w'), indent=1)" \
+  "$TMP/all.json" "$OUT/overload.json"
+echo "bench/overload: wrote $OUT/overload.json"
