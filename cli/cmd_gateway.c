@@ -103,23 +103,8 @@ int cmd_gateway(int argc, char **argv)
     ops.admin_token_file = token_file;
     rp_error oerr = {0};
     if ((rc = rp_ops_apply(&ops, &oerr)) != RP_OK) return cli_fail("gateway", &oerr);
-    char token[1024] = "";
-    if (token_file) {
-        FILE *f = fopen(token_file, "r");
-        if (!f || !fgets(token, sizeof token, f)) {
-            if (f) fclose(f);
-            rp_error e = {0};
-            rp_errorf(&e, RP_EIO, "--admin-token-file %s: cannot read it", token_file);
-            return cli_fail("gateway", &e);
-        }
-        fclose(f);
-        token[strcspn(token, "\r\n")] = '\0';
-        if (!token[0]) {
-            rp_error e = {0};
-            rp_errorf(&e, RP_EINVAL, "--admin-token-file %s: the first line is empty", token_file);
-            return cli_fail("gateway", &e);
-        }
-    }
+    /* --admin-token-file (or RECPIPE_ADMIN_TOKEN) is the process default rp_ops_apply
+     * read: the RPC layer checks it on ForgetUser and Admin.Reload. */
     if (!bundle) return serve_without_bundle(listen, (int)threads, grace);
     gw_service_config cfg = {.listen = listen,
                              .bundle = bundle,
@@ -132,8 +117,7 @@ int cmd_gateway(int argc, char **argv)
                              .cache_entries = (size_t)cache_entries,
                              .cache_ttl_s = cache_ttl,
                              .default_deadline_ms = (int64_t)(deadline * 1000 + 0.5),
-                             .grace_s = grace,
-                             .admin_token = token};
+                             .grace_s = grace};
     gw_service *s;
     rp_error err = {0};
     if ((rc = gw_service_start(&cfg, &s, &err)) != RP_OK) return cli_fail("gateway", &err);

@@ -37,8 +37,10 @@ typedef struct gw_service_config {
     double cache_ttl_s;      /* 0 = 30 s */
     int64_t default_deadline_ms; /* for callers that set none; <= 0 = 100 */
     double grace_s;          /* drain time on SIGTERM; <= 0 = 5 s */
-    /* When set, ForgetUser requires "authorization: Bearer <admin_token>" (copied):
-     * none → UNAUTHENTICATED, another → PERMISSION_DENIED. */
+    /* When set, ForgetUser and Admin.Reload require "authorization: Bearer <admin_token>"
+     * (copied; checked by the RPC layer): none → UNAUTHENTICATED, another →
+     * PERMISSION_DENIED. NULL: the process default (rp_ops: --admin-token-file,
+     * RECPIPE_ADMIN_TOKEN), if any. */
     const char *admin_token;
 } gw_service_config;
 
