@@ -114,6 +114,10 @@ struct rp_server {
     uint64_t queue_target_ns;        /* 0: no shedding by waiting time */
     uint64_t queue_interval_ns;
     rp_series *m_shed_queue;
+    /* The heap trimmer (malloc_trim every RP__HEAP_TRIM_S), stopped under mu. */
+    pthread_t trim_thread;
+    bool trim_started, trim_stop;
+    pthread_cond_t trim_cv;
     /* Call structs ready for reuse (with their arenas), any thread. */
     pthread_mutex_t spare_mu;
     rp_call *spare;

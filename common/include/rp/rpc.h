@@ -173,8 +173,10 @@ typedef struct rp_server_config {
  * once) and starts the worker threads. Calls are answered from then on. Process-wide
  * side effect: glibc malloc is told to keep up to 16 MiB of free heap (M_TRIM_THRESHOLD,
  * M_TOP_PAD) unless GLIBC_TUNABLES sets malloc options; it saves a third of the server's
- * CPU per call (bench/rpc). Errors: RP_EINVAL (bad config or method table: names the
- * row), RP_EIO (cannot bind: names the address). *out is NULL on error.
+ * CPU per call (bench/rpc); and a thread of the server returns free heap pages to the
+ * kernel every 10 s (malloc_trim), so that RSS follows the memory in use. Errors:
+ * RP_EINVAL (bad config or method table: names the row), RP_EIO (cannot bind: names the
+ * address). *out is NULL on error.
  */
 int rp_server_start(const rp_server_config *cfg, const rp_method *methods, size_t n,
                     rp_server **out, rp_error *err);
