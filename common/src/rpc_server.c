@@ -776,7 +776,7 @@ int rp_server_start(const rp_server_config *cfg, const rp_method *methods, size_
     }
     {
         rp_metric *inf = rp_metric_family(RP_METRIC_GAUGE, "recpipe_rpc_in_flight",
-                                          "Calls taken by a worker and not yet answered.",
+                                          "Calls admitted and not yet answered.",
                                           "service", NULL, 0);
         rp_metric *rej = rp_metric_family(RP_METRIC_COUNTER, "recpipe_rpc_rejected_total",
                                           "Calls refused with RESOURCE_EXHAUSTED by the "
