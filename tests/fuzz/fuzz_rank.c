@@ -16,7 +16,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         abort();
     }
     size_t n;
-    rank = ip_find(rank_service_methods(s, &n), n, "/Rank");
+    const rp_method *ms = rank_service_methods(s, &n); /* before n is read */
+    rank = ip_find(ms, n, "/Rank");
     return 0;
 }
 

@@ -17,7 +17,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         abort();
     }
     size_t n;
-    retrieve = ip_find(ret_service_methods(s, &n), n, "/Retrieve");
+    const rp_method *ms = ret_service_methods(s, &n); /* before n is read */
+    retrieve = ip_find(ms, n, "/Retrieve");
     return 0;
 }
 

@@ -354,7 +354,9 @@ static void test_alloc_rank(void **state)
     rp_error err = {0};
     if (rank_service_create(T.bundle, &s, &err)) fail_msg("%s", err.msg);
     size_t nm;
-    const rp_method *m = ip_find(rank_service_methods(s, &nm), nm, "/Rank");
+    /* Two statements: the order in which arguments are evaluated is unspecified. */
+    const rp_method *ms = rank_service_methods(s, &nm);
+    const rp_method *m = ip_find(ms, nm, "/Rank");
     assert_non_null(m);
     Recpipe__V1__RankRequest q = RECPIPE__V1__RANK_REQUEST__INIT;
     Recpipe__V1__Event ev[5], *evp[5];
