@@ -10,7 +10,7 @@ add_dependencies(test_bad_input recpipe)
 
 # Faults: allocation failure in the handlers (in-process, every allocation in turn: the
 # wrapped allocators below), LMDB map full under Feedback, Ctrl-C during recpipe build.
-add_rp_test(test_faults TIMEOUT 240
+add_rp_test(test_faults TIMEOUT 420
   SOURCES ${_hard}/test_faults.c
   LIBS rp_retrieval rp_ranking rp_gateway rp_eval rp_index rp_common rp_proto PkgConfig::GRPC)
 target_include_directories(test_faults PRIVATE ${PROJECT_SOURCE_DIR}/tests/fuzz
