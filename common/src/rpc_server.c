@@ -456,25 +456,21 @@ static void on_dispatch(rp__tag *t, bool ok)
     uint64_t now = rp_now_ns();
     uint64_t waited = now - c->t_start_ns;
     bool empty = atomic_fetch_sub(&s->queued, 1) == 1;
-    if (s->queue_target_ns) {
-        /* Fail at Scale's rule: a queue that emptied within the interval is a burst and
-         * may hold a call that long; one that did not is a standing queue, and only the
-         * target is allowed. */
-        uint64_t last_empty = atomic_load(&s->queue_empty_ns);
-        uint64_t limit = now - last_empty > s->queue_interval_ns ? s->queue_target_ns
-                                                                  : s->queue_interval_ns;
-        if (waited > limit) {
-            char msg[200];
-            snprintf(msg, sizeof msg,
-                     "overloaded: the call waited %.1f ms for a worker (limit %.1f ms)",
-                     (double)waited / 1e6, (double)limit / 1e6);
-            rp_counter_inc(s->m_shed_queue);
-            if (empty) atomic_store(&s->queue_empty_ns, now);
-            answer(c, RP_GRPC_RESOURCE_EXHAUSTED, msg);
-            return;
-        }
-    }
+    /* Fail at Scale's rule: a queue that emptied within the interval is a burst and may
+     * hold a call that long; one that did not is a standing queue, and only the target
+     * is allowed. The limit is read before this call's own emptying counts. */
+    uint64_t limit = now - atomic_load(&s->queue_empty_ns) > s->queue_interval_ns
+                         ? s->queue_target_ns
+                         : s->queue_interval_ns;
     if (empty) atomic_store(&s->queue_empty_ns, now);
+    if (s->queue_target_ns && waited > limit) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "overloaded: the call waited %.1f ms for a worker (limit %.1f ms)",
+                 (double)waited / 1e6, (double)limit / 1e6);
+        rp_counter_inc(s->m_shed_queue);
+        answer(c, RP_GRPC_RESOURCE_EXHAUSTED, msg);
+        return;
+    }
     if (c->deadline_ns <= now) {
         /* It waited for a worker past its deadline: the caller has given up already. */
         char msg[600];
@@ -976,6 +972,16 @@ static bool wait_drained(rp_server *s, double seconds)
     return true;
 }
 
+/* A shut-down queue no thread ever drove: fails every event on it (the slots posted). */
+static void drain_undriven(grpc_completion_queue *q)
+{
+    for (;;) {
+        grpc_event ev = grpc_completion_queue_next(q, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
+        if (ev.type == GRPC_OP_COMPLETE) ((rp__tag *)ev.tag)->cb(ev.tag, false);
+    }
+}
+
 int rp_server_stop(rp_server *s, double grace_s)
 {
     if (s->stopped) return s->stop_rc;
@@ -1042,12 +1048,7 @@ int rp_server_stop(rp_server *s, double grace_s)
         if (s->admit_started) {
             pthread_join(s->admit_thread, NULL);
         } else {
-            for (;;) {
-                grpc_event ev = grpc_completion_queue_next(s->acq, gpr_inf_future(GPR_CLOCK_REALTIME),
-                                                           NULL);
-                if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
-                if (ev.type == GRPC_OP_COMPLETE) ((rp__tag *)ev.tag)->cb(ev.tag, false);
-            }
+            drain_undriven(s->acq);
         }
         grpc_completion_queue_destroy(s->acq);
         s->acq = NULL;
@@ -1057,12 +1058,7 @@ int rp_server_stop(rp_server *s, double grace_s)
         for (int i = 0; i < s->nworkers_started; i++) pthread_join(s->workers[i].thread, NULL);
         if (s->nworkers_started == 0) {
             /* Never driven: release the slots posted on it. */
-            for (;;) {
-                grpc_event ev = grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_REALTIME),
-                                                           NULL);
-                if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
-                if (ev.type == GRPC_OP_COMPLETE) ((rp__tag *)ev.tag)->cb(ev.tag, false);
-            }
+            drain_undriven(s->cq);
         }
         grpc_completion_queue_destroy(s->cq);
         s->cq = NULL;

@@ -304,6 +304,34 @@ static void *slow_thread(void *p)
     return NULL;
 }
 
+/* n OPEN calls to s at once on one connection, each tallied into t; returns when all
+ * are answered. */
+static void open_calls_at_once(rp_server *s, int n, tally *t)
+{
+    rp_client_config cc = {.plaintext = true};
+    rp_client *c = NULL;
+    rp_async *as = NULL;
+    rp_error err = {0};
+    assert_int_equal(rp_client_create(&cc, &c, &err), RP_OK);
+    assert_int_equal(rp_async_create(c, &as, &err), RP_OK);
+    char target[64];
+    snprintf(target, sizeof target, "127.0.0.1:%d", rp_server_port(s));
+    Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    rp_arena *arenas[8];
+    rp_call_opts o = {.timeout_ms = 5000};
+    assert_true(n <= 8);
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(rp_arena_create(0, &arenas[i]), RP_OK);
+        assert_int_equal(rp_async_start(as, target, OPEN, &req.base,
+                                        &grpc__health__v1__health_check_response__descriptor,
+                                        arenas[i], &o, on_done, t, &err), RP_OK);
+    }
+    assert_int_equal(rp_async_wait(as, 5000), RP_OK);
+    rp_async_destroy(as);
+    for (int i = 0; i < n; i++) rp_arena_destroy(arenas[i]);
+    rp_client_destroy(c);
+}
+
 static void test_in_flight_cap(void **state)
 {
     (void)state;
@@ -319,26 +347,9 @@ static void test_in_flight_cap(void **state)
     rp_status st;
     assert_int_equal(call(s, NULL, "/grpc.health.v1.Health/Check", NULL, &st), RP_GRPC_OK);
 
-    rp_client_config cc = {.plaintext = true};
-    rp_client *c = NULL;
-    rp_async *as = NULL;
-    rp_error err = {0};
-    assert_int_equal(rp_client_create(&cc, &c, &err), RP_OK);
-    assert_int_equal(rp_async_create(c, &as, &err), RP_OK);
-    char target[64];
-    snprintf(target, sizeof target, "127.0.0.1:%d", rp_server_port(s));
-    Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
-    rp_arena *arenas[6];
     tally t = {0};
-    rp_call_opts o = {.timeout_ms = 5000};
     uint64_t t0 = rp_now_ns();
-    for (int i = 0; i < 6; i++) {
-        assert_int_equal(rp_arena_create(0, &arenas[i]), RP_OK);
-        assert_int_equal(rp_async_start(as, target, OPEN, &req.base,
-                                        &grpc__health__v1__health_check_response__descriptor,
-                                        arenas[i], &o, on_done, &t, &err), RP_OK);
-    }
-    assert_int_equal(rp_async_wait(as, 5000), RP_OK);
+    open_calls_at_once(s, 6, &t);
     double ms = (double)(rp_now_ns() - t0) / 1e6;
     int still = atomic_load(&sleeping);
     for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
@@ -354,9 +365,6 @@ static void test_in_flight_cap(void **state)
                   "while 2 handlers slept; \"%s\"\n", ms, t.msg);
     /* Once the sleepers are done, calls are admitted again. */
     assert_int_equal(call(s, NULL, OPEN, NULL, &st), RP_GRPC_OK);
-    rp_async_destroy(as);
-    for (int i = 0; i < 6; i++) rp_arena_destroy(arenas[i]);
-    rp_client_destroy(c);
     rp_server_destroy(s);
 }
 
@@ -431,33 +439,11 @@ static void queued_behind_sleeper(double target_ms, double interval_ms, int n, t
     rp_status st;
     assert_int_equal(call(s, NULL, "/grpc.health.v1.Health/Check", NULL, &st), RP_GRPC_OK);
     *health_while_busy = atomic_load(&sleeping) == 1;
-
-    rp_client_config cc = {.plaintext = true};
-    rp_client *c = NULL;
-    rp_async *as = NULL;
-    rp_error err = {0};
-    assert_int_equal(rp_client_create(&cc, &c, &err), RP_OK);
-    assert_int_equal(rp_async_create(c, &as, &err), RP_OK);
-    char target[64];
-    snprintf(target, sizeof target, "127.0.0.1:%d", rp_server_port(s));
-    Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
-    rp_arena *arenas[8];
-    rp_call_opts o = {.timeout_ms = 5000};
-    assert_true(n <= 8);
-    for (int i = 0; i < n; i++) {
-        assert_int_equal(rp_arena_create(0, &arenas[i]), RP_OK);
-        assert_int_equal(rp_async_start(as, target, OPEN, &req.base,
-                                        &grpc__health__v1__health_check_response__descriptor,
-                                        arenas[i], &o, on_done, t, &err), RP_OK);
-    }
-    assert_int_equal(rp_async_wait(as, 5000), RP_OK);
+    open_calls_at_once(s, n, t);
     pthread_join(th, NULL);
     assert_int_equal(sa.code, RP_GRPC_OK);
     /* The queue is empty again: calls are admitted. */
     assert_int_equal(call(s, NULL, OPEN, NULL, &st), RP_GRPC_OK);
-    rp_async_destroy(as);
-    for (int i = 0; i < n; i++) rp_arena_destroy(arenas[i]);
-    rp_client_destroy(c);
     rp_server_destroy(s);
 }
 
