@@ -25,6 +25,7 @@ static rp_tls_pem server_tls, client_tls;
 static bool server_tls_on, client_tls_on;
 static int64_t max_in_flight, max_streams;
 static double queue_target_ms, queue_interval_ms;
+static int worker_nice;
 static bool queue_set;
 
 static pthread_mutex_t key_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -119,6 +120,7 @@ int rp_ops_apply(const rp_ops_flags *f, rp_error *err)
     queue_target_ms = f->queue_target_ms;
     queue_interval_ms = f->queue_interval_ms;
     queue_set = true;
+    worker_nice = (int)f->worker_nice;
     if (f->admin_token_file) {
         if ((rc = read_secret("--admin-token-file", f->admin_token_file, &admin_token, err)))
             goto fail;
@@ -185,6 +187,7 @@ void rp_ops_shutdown(void)
     server_tls_on = client_tls_on = false;
     max_in_flight = max_streams = 0;
     queue_set = false;
+    worker_nice = 0;
 }
 
 const char *rp_ops_admin_token(void)
@@ -217,6 +220,11 @@ bool rp_ops_queue_limits(double *target_ms, double *interval_ms)
     *target_ms = queue_target_ms;
     *interval_ms = queue_interval_ms;
     return queue_set;
+}
+
+int rp_ops_worker_nice(void)
+{
+    return worker_nice;
 }
 
 struct grpc_channel_credentials *rp_ops_channel_credentials(void)

@@ -37,11 +37,12 @@ typedef struct rp__method {
 typedef struct rp__worker rp__worker;
 
 /* One call slot, then the call that arrived in it. Its events come one after the other,
- * possibly on different workers, so it is never touched by two threads at once. */
+ * possibly on different threads (admission, then the worker that takes it from the
+ * queue), so it is never touched by two threads at once. */
 struct rp_call {
     rp__tag arrived;  /* the requested call matched (on the admission thread) */
-    rp__tag dispatch; /* a worker takes the call from the queue */
     rp__tag done;     /* the answering batch completed */
+    rp_call *qprev, *qnext; /* in the server's queue of calls waiting for a worker */
     rp_server *srv;
     const rp__method *method; /* NULL for a generic (unknown method) slot */
     rp_call *next_free;
@@ -104,15 +105,22 @@ struct rp_server {
     rp__worker *workers;
     int nworkers_started;
     /* Admission: calls arrive on acq, driven by one thread that posts the next slot,
-     * applies the in-flight cap and queues the call to the workers (an empty batch whose
-     * completion lands on cq). */
+     * applies the in-flight cap and appends the call to the queue below, then starts an
+     * empty batch tagged `token` whose completion lands on cq: each token a worker takes
+     * lets it take one call from the queue (which one is the queue's policy). */
     grpc_completion_queue *acq;
     pthread_t admit_thread;
     bool admit_started;
-    atomic_uint queued;              /* admitted, not yet taken by a worker */
-    _Atomic uint64_t queue_empty_ns; /* when the queue was last seen empty */
-    uint64_t queue_target_ns;        /* 0: no shedding by waiting time */
+    rp__tag token;
+    pthread_mutex_t qmu; /* guards the queue and its state */
+    rp_call *qhead, *qtail;
+    size_t qlen;
+    bool standing;          /* the oldest call's wait stayed above target for an interval */
+    uint64_t above_since;   /* since when every wait seen was above target (0: not) */
+    uint64_t below_since;   /* since when every wait seen was within target (0: not) */
+    uint64_t queue_target_ns;   /* 0: no shedding by waiting time, strict FIFO */
     uint64_t queue_interval_ns;
+    int worker_nice; /* 0: workers at the process's priority */
     rp_series *m_shed_queue;
     /* The heap trimmer (malloc_trim every RP__HEAP_TRIM_S), stopped under mu. */
     pthread_t trim_thread;

@@ -6,15 +6,16 @@
  * unknown method waits for its deadline). Slots are filled on their own completion
  * queue, driven by one admission thread that never runs a handler: it notes the arrival
  * time, posts a fresh slot, answers health checks and unknown methods itself, applies
- * the in-flight cap, and queues the call to the workers (an empty batch on the call,
- * whose completion lands on the workers' queue). So no call waits unseen inside gRPC,
- * and the time each call waits for a worker is known.
+ * the in-flight cap, and appends the call to the server's queue, then starts an empty
+ * batch (a token) whose completion lands on the workers' completion queue. So no call
+ * waits unseen inside gRPC, and the time each call waits for a worker is known.
  *
- * N worker threads drive that one shared queue, so that a call never waits behind a
- * slow handler while another worker is idle. A worker sheds a call that waited too long
- * (the queue-time rule in rp_server_config), else runs the handler and answers with
- * one batch; the call struct (and its arena) goes back to the server's spare list when
- * that batch completes.
+ * N worker threads drive that one shared completion queue, so that a call never waits
+ * behind a slow handler while another worker is idle. A token lets a worker take one
+ * call from the queue: the oldest, unless queue-time shedding is on (see queue_take).
+ * It sheds a call that waited too long, else runs the handler and answers with one
+ * batch; the call struct (and its arena) goes back to the server's spare list when that
+ * batch completes.
  */
 #include "rpc_internal.h"
 
@@ -36,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 /* Requested calls per method. Calls beyond them wait inside gRPC until a worker re-posts
@@ -56,7 +58,7 @@ static const char *const health_watch_path = "/grpc.health.v1.Health/Watch";
 /* ------------------------------------------------------------------ call slots */
 
 static void on_arrived(rp__tag *t, bool ok);
-static void on_dispatch(rp__tag *t, bool ok);
+static void on_token(rp__tag *t, bool ok);
 static void on_done(rp__tag *t, bool ok);
 
 static rp_call *call_get(rp_server *s)
@@ -72,7 +74,6 @@ static rp_call *call_get(rp_server *s)
         c = calloc(1, sizeof *c);
         if (!c) return NULL;
         c->arrived.cb = on_arrived;
-        c->dispatch.cb = on_dispatch;
         c->done.cb = on_done;
         c->srv = s;
     }
@@ -402,6 +403,105 @@ static void serve_unknown(rp_call *c)
     answer(c, RP_GRPC_UNIMPLEMENTED, msg);
 }
 
+/* ------------------------------------------------------------------ the queue */
+
+/* Calls wait here between admission and a worker, and the tokens on cq say how many
+ * there are. With queue-time shedding off it is strictly first come, first served. With
+ * it on (queue_target_ns > 0) it follows "Fail at Scale" (Maurer 2015), CoDel for RPC
+ * queues, with hysteresis and adaptive LIFO:
+ *   - every turn looks at the oldest call's wait; the queue turns *standing* once some
+ *     call has waited above target for a whole interval without a break (a call that
+ *     waited w proves it for w - target), and stops being standing once the oldest
+ *     wait stayed within target (or the queue was empty) for a whole interval. Emptying
+ *     the queue by shedding does not end a standing queue, so an overloaded server does
+ *     not swing back to letting calls wait a whole interval;
+ *   - the oldest call is shed when it waited longer than target (standing) or the
+ *     interval (a burst);
+ *   - while the queue is standing, or the oldest call waited longer than target, the
+ *     newest call is served first: the calls a worker takes have barely waited, and
+ *     the old ones are shed (admitted calls keep their normal latency; only the shed
+ *     ones wait, for target at most while standing).
+ * Caller holds qmu. */
+static void queue_observe(rp_server *s, uint64_t wait, uint64_t now)
+{
+    if (wait > s->queue_target_ns) {
+        /* The oldest call has been waiting: the queue held a call above target since
+         * then, whether or not anyone looked. */
+        uint64_t since = now - (wait - s->queue_target_ns);
+        s->below_since = 0;
+        if (!s->above_since || since < s->above_since) s->above_since = since;
+        if (now - s->above_since >= s->queue_interval_ns) s->standing = true;
+    } else {
+        s->above_since = 0;
+        if (!s->below_since) s->below_since = now;
+        else if (s->standing && now - s->below_since >= s->queue_interval_ns) s->standing = false;
+    }
+}
+
+static void queue_unlink(rp_server *s, rp_call *c)
+{
+    if (c->qprev) c->qprev->qnext = c->qnext;
+    else s->qhead = c->qnext;
+    if (c->qnext) c->qnext->qprev = c->qprev;
+    else s->qtail = c->qprev;
+    c->qprev = c->qnext = NULL;
+    s->qlen--;
+}
+
+/* On the admission thread: appends c and starts its token. */
+static void queue_push(rp_server *s, rp_call *c)
+{
+    pthread_mutex_lock(&s->qmu);
+    if (!s->qhead && s->queue_target_ns) queue_observe(s, 0, c->t_start_ns);
+    c->qnext = NULL;
+    c->qprev = s->qtail;
+    if (s->qtail) s->qtail->qnext = c;
+    else s->qhead = c;
+    s->qtail = c;
+    s->qlen++;
+    pthread_mutex_unlock(&s->qmu);
+    /* From here a worker holding an earlier token may take c and finish it: keep the
+     * grpc_call alive for the batch. */
+    grpc_call *gc = c->call;
+    grpc_call_ref(gc);
+    grpc_call_error e = grpc_call_start_batch(gc, NULL, 0, &s->token, NULL);
+    grpc_call_unref(gc);
+    if (e != GRPC_CALL_OK) {
+        /* One call too many is queued now (whichever: they are alike to the tokens). */
+        pthread_mutex_lock(&s->qmu);
+        rp_call *x = s->qtail;
+        if (x) queue_unlink(s, x);
+        pthread_mutex_unlock(&s->qmu);
+        if (x) answer(x, RP_GRPC_INTERNAL, "the call could not be queued to a worker");
+    }
+}
+
+/* On a worker, for one token: the call to take now, or NULL (never, while the tokens
+ * match the queue). *shed: answer it RESOURCE_EXHAUSTED (it waited *waited, over
+ * *limit). */
+static rp_call *queue_take(rp_server *s, uint64_t *waited, uint64_t *limit, bool *shed)
+{
+    uint64_t now = rp_now_ns();
+    *shed = false;
+    *waited = *limit = 0;
+    pthread_mutex_lock(&s->qmu);
+    rp_call *c = s->qhead;
+    if (c && s->queue_target_ns) {
+        uint64_t w = now > c->t_start_ns ? now - c->t_start_ns : 0;
+        queue_observe(s, w, now);
+        *limit = s->standing ? s->queue_target_ns : s->queue_interval_ns;
+        if (w > *limit) {
+            *shed = true;
+            *waited = w;
+        } else if (s->standing || w > s->queue_target_ns) {
+            c = s->qtail;
+        }
+    }
+    if (c) queue_unlink(s, c);
+    pthread_mutex_unlock(&s->qmu);
+    return c;
+}
+
 /* On the admission thread: never blocks, never runs a service handler. */
 static void on_arrived(rp__tag *t, bool ok)
 {
@@ -440,30 +540,22 @@ static void on_arrived(rp__tag *t, bool ok)
         answer(c, RP_GRPC_RESOURCE_EXHAUSTED, msg);
         return;
     }
-    if (atomic_fetch_add(&s->queued, 1) == 0) atomic_store(&s->queue_empty_ns, c->t_start_ns);
-    if (grpc_call_start_batch(c->call, NULL, 0, &c->dispatch, NULL) != GRPC_CALL_OK) {
-        atomic_fetch_sub(&s->queued, 1);
-        answer(c, RP_GRPC_INTERNAL, "the call could not be queued to a worker");
-    }
+    queue_push(s, c);
 }
 
-/* On a worker: the call's turn. */
-static void on_dispatch(rp__tag *t, bool ok)
+/* On a worker: the completion of one token, the turn of one queued call. */
+static void on_token(rp__tag *t, bool ok)
 {
-    rp_call *c = RP__CONTAINER(t, rp_call, dispatch);
-    rp_server *s = c->srv;
-    (void)ok; /* an empty batch always completes; a cancelled call fails when answered */
-    uint64_t now = rp_now_ns();
-    uint64_t waited = now - c->t_start_ns;
-    bool empty = atomic_fetch_sub(&s->queued, 1) == 1;
-    /* Fail at Scale's rule: a queue that emptied within the interval is a burst and may
-     * hold a call that long; one that did not is a standing queue, and only the target
-     * is allowed. The limit is read before this call's own emptying counts. */
-    uint64_t limit = now - atomic_load(&s->queue_empty_ns) > s->queue_interval_ns
-                         ? s->queue_target_ns
-                         : s->queue_interval_ns;
-    if (empty) atomic_store(&s->queue_empty_ns, now);
-    if (s->queue_target_ns && waited > limit) {
+    rp_server *s = RP__CONTAINER(t, rp_server, token);
+    (void)ok; /* an empty batch always completes */
+    uint64_t waited, limit;
+    bool shed;
+    rp_call *c = queue_take(s, &waited, &limit, &shed);
+    if (!c) {
+        rp_errlog("rpc", "a worker's turn came with no call queued");
+        return;
+    }
+    if (shed) {
         char msg[200];
         snprintf(msg, sizeof msg, "overloaded: the call waited %.1f ms for a worker (limit %.1f ms)",
                  (double)waited / 1e6, (double)limit / 1e6);
@@ -471,7 +563,7 @@ static void on_dispatch(rp__tag *t, bool ok)
         answer(c, RP_GRPC_RESOURCE_EXHAUSTED, msg);
         return;
     }
-    if (c->deadline_ns <= now) {
+    if (c->deadline_ns <= rp_now_ns()) {
         /* It waited for a worker past its deadline: the caller has given up already. */
         char msg[600];
         snprintf(msg, sizeof msg, "%s: the deadline passed before a worker was free",
@@ -521,6 +613,11 @@ static void *admit_main(void *arg)
 static void *worker_main(void *arg)
 {
     rp__worker *w = arg;
+    /* Linux gives each thread its own nice value; raising it needs no privilege. */
+    if (w->srv->worker_nice > 0 &&
+        setpriority(PRIO_PROCESS, (id_t)gettid(), getpriority(PRIO_PROCESS, 0) + w->srv->worker_nice) != 0)
+        rp_warn("rpc", "worker %d: setpriority(+%d): %s; it runs at the process's priority",
+                w->index, w->srv->worker_nice, strerror(errno));
     for (;;) {
         grpc_event ev = grpc_completion_queue_next(w->srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME),
                                                    NULL);
@@ -730,7 +827,9 @@ int rp_server_start(const rp_server_config *cfg, const rp_method *methods, size_
     pthread_cond_init(&s->cond, NULL);
     pthread_mutex_init(&s->spare_mu, NULL);
     pthread_cond_init(&s->trim_cv, NULL);
+    pthread_mutex_init(&s->qmu, NULL);
     s->shutdown_tag.cb = on_shutdown;
+    s->token.cb = on_token;
     s->start_ns = rp_now_ns();
     s->service = xstrdup(cfg->service);
     s->version = xstrdup(cfg->version);
@@ -762,6 +861,9 @@ int rp_server_start(const rp_server_config *cfg, const rp_method *methods, size_
         s->queue_target_ns = (uint64_t)(qt * 1e6);
         s->queue_interval_ns = (uint64_t)(qi * 1e6);
     }
+    s->worker_nice = cfg->worker_nice > 0 ? cfg->worker_nice
+                     : cfg->worker_nice < 0 ? 0 : rp_ops_worker_nice();
+    if (s->worker_nice > 19) s->worker_nice = 19;
     int max_streams = cfg->max_streams > 0 ? cfg->max_streams : (int)rp_ops_max_streams();
     if (max_streams <= 0) max_streams = 100;
     const rp_tls_pem *tls = cfg->tls ? cfg->tls : cfg->plaintext ? NULL : rp_ops_server_tls();
@@ -887,10 +989,11 @@ int rp_server_start(const rp_server_config *cfg, const rp_method *methods, size_
     snprintf(fields + fl, sizeof fields - fl,
              "\",\"port\":%d,\"threads\":%d,\"tls\":\"%s\",\"admin_token\":%s,"
              "\"max_in_flight\":%" PRId64 ",\"max_streams\":%d,\"queue_target_ms\":%.1f,"
-             "\"queue_interval_ms\":%.1f",
+             "\"queue_interval_ms\":%.1f,\"worker_nice\":%d",
              s->port, s->nthreads, s->mtls ? "mutual" : s->tls ? "on" : "off",
              s->admin_token ? "true" : "false", s->max_in_flight, max_streams,
-             (double)s->queue_target_ns / 1e6, (double)s->queue_interval_ns / 1e6);
+             (double)s->queue_target_ns / 1e6, (double)s->queue_interval_ns / 1e6,
+             s->worker_nice);
     if (rp_metrics_add_hook(metrics_hook, s) == RP_OK) s->metrics_hooked = true;
     rp_logx(RP_LOG_INFO, "rpc", fields, "listening on %s",
             s->bound_address ? s->bound_address : s->listen);
@@ -1082,6 +1185,7 @@ void rp_server_destroy(rp_server *s)
         s->spare = c->next_free;
         call_free(c);
     }
+    pthread_mutex_destroy(&s->qmu);
     pthread_mutex_destroy(&s->spare_mu);
     pthread_cond_destroy(&s->trim_cv);
     free(s->workers);

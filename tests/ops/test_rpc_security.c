@@ -14,9 +14,10 @@
  *     RESOURCE_EXHAUSTED "overloaded: ..." at once instead of queueing;
  *   - max_streams 1: two slow calls on one connection run one after the other;
  *   - shedding by waiting time: with the one worker asleep, calls queued behind it are
- *     answered RESOURCE_EXHAUSTED "waited ... for a worker" once the queue has not
- *     emptied for the interval, admitted when it has (a burst), and all admitted with
- *     shedding off; health checks are answered while every worker is busy.
+ *     answered RESOURCE_EXHAUSTED "waited ... for a worker" once they waited above the
+ *     target for the interval, admitted newest first when the interval is longer (a
+ *     burst), and all admitted in arrival order with shedding off; health checks are
+ *     answered while every worker is busy.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -45,11 +46,13 @@
 static char dir[256];
 static char *ca_pem, *srv_cert, *srv_key, *cli_cert, *cli_key, *rogue_cert, *rogue_key;
 static atomic_int sleeping;
+/* The order in which OPEN handlers ran, by the request's `service` ("0".."7"). */
+static char served_order[16];
+static atomic_int nserved;
 
 static int sleeper(rp_call *call, const ProtobufCMessage *req, ProtobufCMessage **resp,
                    rp_error *err)
 {
-    (void)req;
     Grpc__Health__V1__HealthCheckResponse *out = rp_arena_alloc(rp_call_arena(call), sizeof *out);
     if (!out) return rp_errorf(err, RP_ENOMEM, "arena");
     grpc__health__v1__health_check_response__init(out);
@@ -57,6 +60,12 @@ static int sleeper(rp_call *call, const ProtobufCMessage *req, ProtobufCMessage 
         atomic_fetch_add(&sleeping, 1);
         rp_sleep_ns(400 * 1000000ull);
         atomic_fetch_sub(&sleeping, 1);
+    } else {
+        const Grpc__Health__V1__HealthCheckRequest *r =
+            (const Grpc__Health__V1__HealthCheckRequest *)req;
+        int k = atomic_fetch_add(&nserved, 1);
+        if (r->service && r->service[0] && k < (int)sizeof served_order - 1)
+            served_order[k] = r->service[0];
     }
     out->status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
     *resp = &out->base;
@@ -181,8 +190,8 @@ static rp_server *start(const rp_tls_pem *tls, const char *token, int64_t max_in
 }
 
 /* One call to path on s with client TLS tls (NULL: plaintext); returns the gRPC code. */
-static int call(rp_server *s, const rp_tls_pem *tls, const char *path, const char *auth,
-                rp_status *st)
+static int call_named(rp_server *s, const rp_tls_pem *tls, const char *path, const char *auth,
+                      const char *name, rp_status *st)
 {
     rp_client_config cc = {.tls = tls, .plaintext = tls == NULL, .own_connections = true};
     rp_client *c = NULL;
@@ -193,6 +202,7 @@ static int call(rp_server *s, const rp_tls_pem *tls, const char *path, const cha
     char target[64];
     snprintf(target, sizeof target, "127.0.0.1:%d", rp_server_port(s));
     Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    req.service = (char *)(name ? name : "");
     ProtobufCMessage *resp = NULL;
     rp_md md = {"authorization", auth};
     rp_call_opts o = {.timeout_ms = 5000, .md = auth ? &md : NULL, .nmd = auth ? 1 : 0};
@@ -201,6 +211,12 @@ static int call(rp_server *s, const rp_tls_pem *tls, const char *path, const cha
     rp_arena_destroy(a);
     rp_client_destroy(c);
     return st->code;
+}
+
+static int call(rp_server *s, const rp_tls_pem *tls, const char *path, const char *auth,
+                rp_status *st)
+{
+    return call_named(s, tls, path, auth, NULL, st);
 }
 
 static void test_plaintext_default(void **state)
@@ -283,11 +299,14 @@ static void on_done(void *user, int rc, ProtobufCMessage *resp, const rp_status 
 {
     (void)rc;
     (void)resp;
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
     tally *t = user;
     if (st->code == RP_GRPC_OK) atomic_fetch_add(&t->ok, 1);
     else if (st->code == RP_GRPC_RESOURCE_EXHAUSTED) {
         atomic_fetch_add(&t->exhausted, 1);
+        pthread_mutex_lock(&mu); /* callers on several threads (open_calls_in_turn) */
         snprintf(t->msg, sizeof t->msg, "%s", st->msg);
+        pthread_mutex_unlock(&mu);
     } else atomic_fetch_add(&t->other, 1);
 }
 
@@ -330,6 +349,37 @@ static void open_calls_at_once(rp_server *s, int n, tally *t)
     rp_async_destroy(as);
     for (int i = 0; i < n; i++) rp_arena_destroy(arenas[i]);
     rp_client_destroy(c);
+}
+
+typedef struct turn_arg {
+    rp_server *s;
+    int i, gap_ms;
+    tally *t;
+} turn_arg;
+
+static void *turn_thread(void *p)
+{
+    turn_arg *a = p;
+    rp_sleep_ns((uint64_t)a->i * (uint64_t)a->gap_ms * 1000000ull);
+    char name[2] = {(char)('0' + a->i), '\0'};
+    rp_status st;
+    call_named(a->s, NULL, OPEN, NULL, name, &st);
+    on_done(a->t, 0, NULL, &st);
+    return NULL;
+}
+
+/* n OPEN calls named "0".."n-1", call i sent i x gap_ms after the first (each on its
+ * own connection), each tallied into t; returns when all are answered. */
+static void open_calls_in_turn(rp_server *s, int n, int gap_ms, tally *t)
+{
+    pthread_t th[8];
+    turn_arg args[8];
+    assert_true(n <= 8);
+    for (int i = 0; i < n; i++) {
+        args[i] = (turn_arg){s, i, gap_ms, t};
+        assert_int_equal(pthread_create(&th[i], NULL, turn_thread, &args[i]), 0);
+    }
+    for (int i = 0; i < n; i++) pthread_join(th[i], NULL);
 }
 
 static void test_in_flight_cap(void **state)
@@ -439,7 +489,10 @@ static void queued_behind_sleeper(double target_ms, double interval_ms, int n, t
     rp_status st;
     assert_int_equal(call(s, NULL, "/grpc.health.v1.Health/Check", NULL, &st), RP_GRPC_OK);
     *health_while_busy = atomic_load(&sleeping) == 1;
-    open_calls_at_once(s, n, t);
+    memset(served_order, 0, sizeof served_order);
+    atomic_store(&nserved, 0);
+    /* 6 calls 15 ms apart: all queued within the sleeper's 400 ms, in a known order. */
+    open_calls_in_turn(s, n, 15, t);
     pthread_join(th, NULL);
     assert_int_equal(sa.code, RP_GRPC_OK);
     /* The queue is empty again: calls are admitted. */
@@ -461,16 +514,20 @@ static void test_queue_shedding(void **state)
     assert_non_null(strstr(t.msg, "overloaded: the call waited "));
     assert_non_null(strstr(t.msg, "for a worker (limit 20.0 ms)"));
     print_message("standing queue: 6 of 6 shed: \"%s\"\n", t.msg);
-    /* A burst: the queue emptied within the 1 s interval, so 400 ms of waiting is allowed. */
+    /* A burst: 400 ms of waiting is less than the 1 s interval, so it is allowed, and
+     * with a queue built up the newest call is served first (adaptive LIFO). */
     tally b = {0};
     queued_behind_sleeper(20, 1000, 6, &b, &health);
     assert_int_equal(atomic_load(&b.ok), 6);
     assert_int_equal(atomic_load(&b.exhausted), 0);
-    /* Shedding off: calls wait for their deadline. */
+    print_message("burst: 6 of 6 admitted, served in the order %s\n", served_order);
+    assert_string_equal(served_order, "543210");
+    /* Shedding off: first come, first served; calls wait for their deadline. */
     tally off = {0};
     queued_behind_sleeper(-1, 0, 6, &off, &health);
     assert_int_equal(atomic_load(&off.ok), 6);
     assert_int_equal(atomic_load(&off.other) + atomic_load(&off.exhausted), 0);
+    assert_string_equal(served_order, "012345");
 }
 
 int main(void)

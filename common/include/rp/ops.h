@@ -33,6 +33,7 @@ typedef struct rp_ops_flags {
     int64_t max_streams;   /* per connection; 0: 100 */
     double queue_target_ms;   /* waiting for a worker under sustained overload; 0: off */
     double queue_interval_ms; /* ... otherwise; also how long "sustained" is */
+    int64_t worker_nice;      /* request threads run this much nicer; 0: as the rest */
 } rp_ops_flags;
 
 #define RP_OPS_METRICS_OPTS(f)                                                                 \
@@ -57,12 +58,16 @@ typedef struct rp_ops_flags {
     {"max-streams", RP_OPT_INT, &(f).max_streams, "0", 0, 1000000,                             \
      "concurrent calls per client connection (0 = 100)", false},                               \
     {"queue-target-ms", RP_OPT_DOUBLE, &(f).queue_target_ms, "0", 0, 60000,                     \
-     "load shedding (5 is a good value): once calls have waited for a worker without the "     \
-     "queue emptying for --queue-interval-ms, a call that waited longer than this gets "      \
-     "RESOURCE_EXHAUSTED (0 = off: calls wait up to their deadline)", false},                 \
+     "load shedding (5 is a good value): once calls have waited for a worker longer than "     \
+     "this for --queue-interval-ms, a call that waited longer gets RESOURCE_EXHAUSTED and "   \
+     "the newest calls are served first (0 = off: first come, first served, calls wait up "  \
+     "to their deadline)", false},                                                             \
     {"queue-interval-ms", RP_OPT_DOUBLE, &(f).queue_interval_ms, "100", 1, 600000,             \
-     "load shedding: longest wait for a worker while the queue still empties now and then",   \
-     false}
+     "load shedding: how long calls must wait above --queue-target-ms before the target "      \
+     "applies (a burst may wait this long)", false},                                           \
+    {"worker-nice", RP_OPT_INT, &(f).worker_nice, "0", 0, 19,                                  \
+     "request threads run at this nice value above the admission thread, so that under CPU "  \
+     "saturation calls are still read, shed and answered promptly (0 = same priority)", false}
 #define RP_OPS_CLIENT_OPTS(f)                                                                  \
     {"tls-ca", RP_OPT_STR, &(f).tls_ca, NULL, 0, 0,                                            \
      "PEM CA bundle that signed the servers' certificates (client TLS on)", false},            \
@@ -100,6 +105,7 @@ int64_t rp_ops_max_in_flight(void);
 int64_t rp_ops_max_streams(void);
 /* The queue limits in ms (rp_server_config): false when rp_ops_apply did not run. */
 bool rp_ops_queue_limits(double *target_ms, double *interval_ms);
+int rp_ops_worker_nice(void);
 
 struct grpc_channel_credentials;
 /* New channel credentials for raw gRPC users (the load generator): ssl with the process

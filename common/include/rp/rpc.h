@@ -153,16 +153,24 @@ typedef struct rp_server_config {
                                     * 0 = 100 */
     bool plaintext;                /* ignore the process TLS default (tests) */
     /* Load shedding by waiting time (the server's queue of calls waiting for a worker,
-     * after "Fail at Scale", Maurer 2015, a CoDel for RPC queues): while the queue has
-     * emptied within the last queue_interval_ms, a call may wait that long; once it has
-     * not, only queue_target_ms. A call that waited longer is answered
-     * RESOURCE_EXHAUSTED at once, so that admitted calls keep a normal latency under
+     * after "Fail at Scale", Maurer 2015, a CoDel for RPC queues, with adaptive LIFO):
+     * a burst may wait queue_interval_ms; once calls have waited longer than
+     * queue_target_ms for a whole interval the queue is standing, and only the target
+     * is allowed until waits stay within it for an interval. A call that waited longer
+     * than allowed is answered RESOURCE_EXHAUSTED at once, and while a queue builds the
+     * newest calls are served first, so that admitted calls keep a normal latency under
      * overload. Off by default: a closed-loop client keeping more calls in flight than
      * there are workers makes a standing queue on purpose. 0 = the process default
      * (rp_ops: --queue-target-ms, --queue-interval-ms; off unless set; interval 100 ms);
-     * target < 0 = off (calls then wait up to their deadline). */
+     * target < 0 = off (first come, first served; calls wait up to their deadline). */
     double queue_target_ms;
     double queue_interval_ms;
+    /* The request threads' nice value above the rest of the process (admission, gRPC's
+     * own threads), 1..19: under CPU saturation reading, shedding and answering calls
+     * goes first, so the backlog forms in the queue above, where it is measured and
+     * shed, not unseen in socket buffers. 0 = the process default (rp_ops:
+     * --worker-nice; 0 unless set); < 0 = same priority. */
+    int worker_nice;
 } rp_server_config;
 
 #define RP_DEFAULT_MAX_MESSAGE_BYTES (4 * 1024 * 1024)
