@@ -4,6 +4,7 @@
 
 #include "rp/metrics.h"
 #include "rp/rpc.h"
+#include "rpc_queue.h"
 
 #include <grpc/grpc.h>
 #include <pthread.h>
@@ -42,7 +43,7 @@ typedef struct rp__worker rp__worker;
 struct rp_call {
     rp__tag arrived;  /* the requested call matched (on the admission thread) */
     rp__tag done;     /* the answering batch completed */
-    rp_call *qprev, *qnext; /* in the server's queue of calls waiting for a worker */
+    rp__qnode qnode; /* in the server's queue of calls waiting for a worker */
     rp_server *srv;
     const rp__method *method; /* NULL for a generic (unknown method) slot */
     rp_call *next_free;
@@ -112,12 +113,8 @@ struct rp_server {
     pthread_t admit_thread;
     bool admit_started;
     rp__tag token;
-    pthread_mutex_t qmu; /* guards the queue and its state */
-    rp_call *qhead, *qtail;
-    size_t qlen;
-    bool standing;          /* the oldest call's wait stayed above target for an interval */
-    uint64_t above_since;   /* since when every wait seen was above target (0: not) */
-    uint64_t below_since;   /* since when every wait seen was within target (0: not) */
+    pthread_mutex_t qmu; /* guards queue */
+    rp__queue queue;
     uint64_t queue_target_ns;   /* 0: no shedding by waiting time, strict FIFO */
     uint64_t queue_interval_ns;
     int worker_nice; /* 0: workers at the process's priority */

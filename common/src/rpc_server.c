@@ -12,7 +12,7 @@
  *
  * N worker threads drive that one shared completion queue, so that a call never waits
  * behind a slow handler while another worker is idle. A token lets a worker take one
- * call from the queue: the oldest, unless queue-time shedding is on (see queue_take).
+ * call from the queue: the oldest, unless queue-time shedding is on (rpc_queue.h).
  * It sheds a call that waited too long, else runs the handler and answers with one
  * batch; the call struct (and its arena) goes back to the server's spare list when that
  * batch completes.
@@ -405,60 +405,12 @@ static void serve_unknown(rp_call *c)
 
 /* ------------------------------------------------------------------ the queue */
 
-/* Calls wait here between admission and a worker, and the tokens on cq say how many
- * there are. With queue-time shedding off it is strictly first come, first served. With
- * it on (queue_target_ns > 0) it follows "Fail at Scale" (Maurer 2015), CoDel for RPC
- * queues, with hysteresis and adaptive LIFO:
- *   - every turn looks at the oldest call's wait; the queue turns *standing* once some
- *     call has waited above target for a whole interval without a break (a call that
- *     waited w proves it for w - target), and stops being standing once the oldest
- *     wait stayed within target (or the queue was empty) for a whole interval. Emptying
- *     the queue by shedding does not end a standing queue, so an overloaded server does
- *     not swing back to letting calls wait a whole interval;
- *   - the oldest call is shed when it waited longer than target (standing) or the
- *     interval (a burst);
- *   - while the queue is standing, or the oldest call waited longer than target, the
- *     newest call is served first: the calls a worker takes have barely waited, and
- *     the old ones are shed (admitted calls keep their normal latency; only the shed
- *     ones wait, for target at most while standing).
- * Caller holds qmu. */
-static void queue_observe(rp_server *s, uint64_t wait, uint64_t now)
-{
-    if (wait > s->queue_target_ns) {
-        /* The oldest call has been waiting: the queue held a call above target since
-         * then, whether or not anyone looked. */
-        uint64_t since = now - (wait - s->queue_target_ns);
-        s->below_since = 0;
-        if (!s->above_since || since < s->above_since) s->above_since = since;
-        if (now - s->above_since >= s->queue_interval_ns) s->standing = true;
-    } else {
-        s->above_since = 0;
-        if (!s->below_since) s->below_since = now;
-        else if (s->standing && now - s->below_since >= s->queue_interval_ns) s->standing = false;
-    }
-}
-
-static void queue_unlink(rp_server *s, rp_call *c)
-{
-    if (c->qprev) c->qprev->qnext = c->qnext;
-    else s->qhead = c->qnext;
-    if (c->qnext) c->qnext->qprev = c->qprev;
-    else s->qtail = c->qprev;
-    c->qprev = c->qnext = NULL;
-    s->qlen--;
-}
-
-/* On the admission thread: appends c and starts its token. */
+/* On the admission thread: appends c (policy: rpc_queue.h) and starts its token. */
 static void queue_push(rp_server *s, rp_call *c)
 {
+    c->qnode.arrived_ns = c->t_start_ns;
     pthread_mutex_lock(&s->qmu);
-    if (!s->qhead && s->queue_target_ns) queue_observe(s, 0, c->t_start_ns);
-    c->qnext = NULL;
-    c->qprev = s->qtail;
-    if (s->qtail) s->qtail->qnext = c;
-    else s->qhead = c;
-    s->qtail = c;
-    s->qlen++;
+    rp__queue_push(&s->queue, &c->qnode, c->t_start_ns);
     pthread_mutex_unlock(&s->qmu);
     /* From here a worker holding an earlier token may take c and finish it: keep the
      * grpc_call alive for the batch. */
@@ -469,37 +421,11 @@ static void queue_push(rp_server *s, rp_call *c)
     if (e != GRPC_CALL_OK) {
         /* One call too many is queued now (whichever: they are alike to the tokens). */
         pthread_mutex_lock(&s->qmu);
-        rp_call *x = s->qtail;
-        if (x) queue_unlink(s, x);
+        rp__qnode *n = rp__queue_pop_tail(&s->queue);
         pthread_mutex_unlock(&s->qmu);
-        if (x) answer(x, RP_GRPC_INTERNAL, "the call could not be queued to a worker");
+        if (n) answer(RP__CONTAINER(n, rp_call, qnode), RP_GRPC_INTERNAL,
+                      "the call could not be queued to a worker");
     }
-}
-
-/* On a worker, for one token: the call to take now, or NULL (never, while the tokens
- * match the queue). *shed: answer it RESOURCE_EXHAUSTED (it waited *waited, over
- * *limit). */
-static rp_call *queue_take(rp_server *s, uint64_t *waited, uint64_t *limit, bool *shed)
-{
-    uint64_t now = rp_now_ns();
-    *shed = false;
-    *waited = *limit = 0;
-    pthread_mutex_lock(&s->qmu);
-    rp_call *c = s->qhead;
-    if (c && s->queue_target_ns) {
-        uint64_t w = now > c->t_start_ns ? now - c->t_start_ns : 0;
-        queue_observe(s, w, now);
-        *limit = s->standing ? s->queue_target_ns : s->queue_interval_ns;
-        if (w > *limit) {
-            *shed = true;
-            *waited = w;
-        } else if (s->standing || w > s->queue_target_ns) {
-            c = s->qtail;
-        }
-    }
-    if (c) queue_unlink(s, c);
-    pthread_mutex_unlock(&s->qmu);
-    return c;
 }
 
 /* On the admission thread: never blocks, never runs a service handler. */
@@ -548,17 +474,19 @@ static void on_token(rp__tag *t, bool ok)
 {
     rp_server *s = RP__CONTAINER(t, rp_server, token);
     (void)ok; /* an empty batch always completes */
-    uint64_t waited, limit;
-    bool shed;
-    rp_call *c = queue_take(s, &waited, &limit, &shed);
-    if (!c) {
+    rp__qtake tk;
+    pthread_mutex_lock(&s->qmu);
+    rp__qnode *n = rp__queue_take(&s->queue, rp_now_ns(), &tk);
+    pthread_mutex_unlock(&s->qmu);
+    if (!n) {
         rp_errlog("rpc", "a worker's turn came with no call queued");
         return;
     }
-    if (shed) {
+    rp_call *c = RP__CONTAINER(n, rp_call, qnode);
+    if (tk.shed) {
         char msg[200];
         snprintf(msg, sizeof msg, "overloaded: the call waited %.1f ms for a worker (limit %.1f ms)",
-                 (double)waited / 1e6, (double)limit / 1e6);
+                 (double)tk.waited_ns / 1e6, (double)tk.limit_ns / 1e6);
         rp_counter_inc(s->m_shed_queue);
         answer(c, RP_GRPC_RESOURCE_EXHAUSTED, msg);
         return;
@@ -587,7 +515,9 @@ static void *trim_main(void *arg)
         while (!s->trim_stop && w != ETIMEDOUT) w = pthread_cond_timedwait(&s->trim_cv, &s->mu, &until);
         if (s->trim_stop) break;
         pthread_mutex_unlock(&s->mu);
+        uint64_t t0 = rp_now_ns();
         malloc_trim(0);
+        rp_debug("rpc", "heap trim took %.2f ms", (double)(rp_now_ns() - t0) / 1e6);
         pthread_mutex_lock(&s->mu);
     }
     pthread_mutex_unlock(&s->mu);
@@ -861,6 +791,7 @@ int rp_server_start(const rp_server_config *cfg, const rp_method *methods, size_
         s->queue_target_ns = (uint64_t)(qt * 1e6);
         s->queue_interval_ns = (uint64_t)(qi * 1e6);
     }
+    rp__queue_init(&s->queue, s->queue_target_ns, s->queue_interval_ns);
     s->worker_nice = cfg->worker_nice > 0 ? cfg->worker_nice
                      : cfg->worker_nice < 0 ? 0 : rp_ops_worker_nice();
     if (s->worker_nice > 19) s->worker_nice = 19;

@@ -15,9 +15,9 @@
  *   - max_streams 1: two slow calls on one connection run one after the other;
  *   - shedding by waiting time: with the one worker asleep, calls queued behind it are
  *     answered RESOURCE_EXHAUSTED "waited ... for a worker" once they waited above the
- *     target for the interval, admitted newest first when the interval is longer (a
- *     burst), and all admitted in arrival order with shedding off; health checks are
- *     answered while every worker is busy.
+ *     target for the interval, admitted in arrival order when the interval is longer
+ *     (a burst) and with shedding off; health checks are answered while every worker
+ *     is busy.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -514,14 +514,14 @@ static void test_queue_shedding(void **state)
     assert_non_null(strstr(t.msg, "overloaded: the call waited "));
     assert_non_null(strstr(t.msg, "for a worker (limit 20.0 ms)"));
     print_message("standing queue: 6 of 6 shed: \"%s\"\n", t.msg);
-    /* A burst: 400 ms of waiting is less than the 1 s interval, so it is allowed, and
-     * with a queue built up the newest call is served first (adaptive LIFO). */
+    /* A burst: 400 ms of waiting is less than the 1 s interval, so it is allowed, first
+     * come, first served (the order within a standing queue: test_rpc_queue). */
     tally b = {0};
     queued_behind_sleeper(20, 1000, 6, &b, &health);
     assert_int_equal(atomic_load(&b.ok), 6);
     assert_int_equal(atomic_load(&b.exhausted), 0);
     print_message("burst: 6 of 6 admitted, served in the order %s\n", served_order);
-    assert_string_equal(served_order, "543210");
+    assert_string_equal(served_order, "012345");
     /* Shedding off: first come, first served; calls wait for their deadline. */
     tally off = {0};
     queued_behind_sleeper(-1, 0, 6, &off, &health);

@@ -157,9 +157,9 @@ typedef struct rp_server_config {
      * a burst may wait queue_interval_ms; once calls have waited longer than
      * queue_target_ms for a whole interval the queue is standing, and only the target
      * is allowed until waits stay within it for an interval. A call that waited longer
-     * than allowed is answered RESOURCE_EXHAUSTED at once, and while a queue builds the
-     * newest calls are served first, so that admitted calls keep a normal latency under
-     * overload. Off by default: a closed-loop client keeping more calls in flight than
+     * than allowed is answered RESOURCE_EXHAUSTED at once, and while the queue stands
+     * the newest calls are served first, so that admitted calls keep a normal latency
+     * under overload (policy: common/src/rpc_queue.h). Off by default: a closed-loop client keeping more calls in flight than
      * there are workers makes a standing queue on purpose. 0 = the process default
      * (rp_ops: --queue-target-ms, --queue-interval-ms; off unless set; interval 100 ms);
      * target < 0 = off (first come, first served; calls wait up to their deadline). */
