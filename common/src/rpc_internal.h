@@ -113,10 +113,8 @@ struct rp_server {
     pthread_t admit_thread;
     bool admit_started;
     rp__tag token;
-    pthread_mutex_t qmu; /* guards queue */
+    pthread_mutex_t qmu; /* guards queue (its target 0: no shedding, strict FIFO) */
     rp__queue queue;
-    uint64_t queue_target_ns;   /* 0: no shedding by waiting time, strict FIFO */
-    uint64_t queue_interval_ns;
     int worker_nice; /* 0: workers at the process's priority */
     rp_series *m_shed_queue;
     /* The heap trimmer (malloc_trim every RP__HEAP_TRIM_S), stopped under mu. */

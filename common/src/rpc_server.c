@@ -786,12 +786,8 @@ int rp_server_start(const rp_server_config *cfg, const rp_method *methods, size_
     bool ops_set = rp_ops_queue_limits(&ot, &oi);
     if (qt == 0) qt = ops_set && ot > 0 ? ot : -1;
     if (qi <= 0) qi = ops_set && oi > 0 ? oi : 100.0;
-    if (qt > 0) {
-        if (qi < qt) qi = qt;
-        s->queue_target_ns = (uint64_t)(qt * 1e6);
-        s->queue_interval_ns = (uint64_t)(qi * 1e6);
-    }
-    rp__queue_init(&s->queue, s->queue_target_ns, s->queue_interval_ns);
+    /* Off: target 0 (the interval is then unused). */
+    rp__queue_init(&s->queue, qt > 0 ? (uint64_t)(qt * 1e6) : 0, qt > 0 ? (uint64_t)(qi * 1e6) : 0);
     s->worker_nice = cfg->worker_nice > 0 ? cfg->worker_nice
                      : cfg->worker_nice < 0 ? 0 : rp_ops_worker_nice();
     if (s->worker_nice > 19) s->worker_nice = 19;
@@ -923,7 +919,7 @@ int rp_server_start(const rp_server_config *cfg, const rp_method *methods, size_
              "\"queue_interval_ms\":%.1f,\"worker_nice\":%d",
              s->port, s->nthreads, s->mtls ? "mutual" : s->tls ? "on" : "off",
              s->admin_token ? "true" : "false", s->max_in_flight, max_streams,
-             (double)s->queue_target_ns / 1e6, (double)s->queue_interval_ns / 1e6,
+             (double)s->queue.target_ns / 1e6, (double)s->queue.interval_ns / 1e6,
              s->worker_nice);
     if (rp_metrics_add_hook(metrics_hook, s) == RP_OK) s->metrics_hooked = true;
     rp_logx(RP_LOG_INFO, "rpc", fields, "listening on %s",
