@@ -6,7 +6,7 @@
 
 /* Runs one step at rate; keeps its result in out->best when it passes and is the
  * highest passing rate so far. */
-static int step(const lt_config *base, double rate, lt_find_result *out, bool *pass,
+static int step_once(const lt_config *base, double rate, lt_find_result *out, bool *pass,
                 rp_error *err)
 {
     lt_config c = *base;
@@ -40,6 +40,17 @@ static int step(const lt_config *base, double rate, lt_find_result *out, bool *p
 static bool stopped(const lt_config *c)
 {
     return c->stop && *c->stop;
+}
+
+/* A step that fails is run once more and fails only if it fails again: one stall of the
+ * machine (another process, a page-cache miss, the target's first calls) in a few
+ * seconds of calls must not halve the rate found. Both runs are kept in out->steps. */
+static int step(const lt_config *base, double rate, lt_find_result *out, bool *pass,
+                rp_error *err)
+{
+    int rc = step_once(base, rate, out, pass, err);
+    if (rc || *pass || out->nsteps >= LT_MAX_STEPS || stopped(base)) return rc;
+    return step_once(base, rate, out, pass, err);
 }
 
 int lt_find_max(const lt_config *cfg, double slo_p99_ms, double max_rate, lt_find_result *out,

@@ -357,7 +357,8 @@ static void test_bounds_and_find_max(void **state)
     assert_true(fm.steps[2].pass);
     lt_find_result_clear(&fm);
 
-    /* An objective no rate can meet: the first step fails, halving gives up at 1/s. */
+    /* An objective no rate can meet: the first step fails, halving gives up at 1/s;
+     * every failing step is run twice (4, 4, 2, 2, 1, 1). */
     base_config(&c, &s, w);
     c.rate = 4;
     c.duration_s = 0.5;
@@ -365,7 +366,11 @@ static void test_bounds_and_find_max(void **state)
     if (rc) fail_msg("lt_find_max: %s", rp_error_text(&err));
     assert_true(fm.best_rate == 0);
     assert_null(fm.best);
-    for (size_t i = 0; i < fm.nsteps; i++) assert_false(fm.steps[i].pass);
+    assert_int_equal(fm.nsteps, 6);
+    for (size_t i = 0; i < fm.nsteps; i++) {
+        assert_false(fm.steps[i].pass);
+        assert_true(fm.steps[i].rate == (double)(4 >> (i / 2)));
+    }
     lt_find_result_clear(&fm);
 
     server_stop(&s);

@@ -136,7 +136,7 @@ typedef struct lt_step {
     bool pass;        /* p99 <= SLO, errors <= 1 %, achieved >= 95 % of offered */
 } lt_step;
 
-#define LT_MAX_STEPS 24
+#define LT_MAX_STEPS 32
 
 typedef struct lt_find_result {
     double slo_p99_ms;
@@ -150,7 +150,7 @@ typedef struct lt_find_result {
  * Searches the highest open-loop rate whose p99 stays under slo_p99_ms: starting at
  * cfg->rate (> 0), doubles while steps pass (up to max_rate), then bisects between the
  * last pass and the first failure until they are within 5 % (at most LT_MAX_STEPS
- * runs in all). Each step is a full lt_run with cfg's duration and warmup (keep them
+ * runs in all). A step that fails is run again and fails only if it fails twice. Each step is a full lt_run with cfg's duration and warmup (keep them
  * short: a few seconds). Free out->best with lt_find_result_clear.
  */
 int lt_find_max(const lt_config *cfg, double slo_p99_ms, double max_rate, lt_find_result *out,
