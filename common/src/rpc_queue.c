@@ -43,23 +43,35 @@ void rp__queue_push(rp__queue *q, rp__qnode *n, uint64_t now_ns)
     q->len++;
 }
 
+/* Looks at the oldest call's wait; true when it is past the limit (shed it). */
+static bool head_expired(rp__queue *q, uint64_t now_ns, rp__qtake *out)
+{
+    rp__qnode *n = q->head;
+    out->waited_ns = now_ns > n->arrived_ns ? now_ns - n->arrived_ns : 0;
+    if (!q->target_ns) return false;
+    observe(q, out->waited_ns, now_ns);
+    out->limit_ns = q->standing ? q->target_ns : q->interval_ns;
+    return out->shed = out->waited_ns > out->limit_ns;
+}
+
 rp__qnode *rp__queue_take(rp__queue *q, uint64_t now_ns, rp__qtake *out)
 {
     *out = (rp__qtake){0};
     rp__qnode *n = q->head;
     if (!n) return NULL;
-    uint64_t w = now_ns > n->arrived_ns ? now_ns - n->arrived_ns : 0;
-    if (q->target_ns) {
-        observe(q, w, now_ns);
-        out->limit_ns = q->standing ? q->target_ns : q->interval_ns;
-        if (w > out->limit_ns) {
-            out->shed = true;
-        } else if (q->standing) {
-            n = q->tail;
-            w = now_ns > n->arrived_ns ? now_ns - n->arrived_ns : 0;
-        }
+    if (!head_expired(q, now_ns, out) && q->standing) {
+        n = q->tail;
+        out->waited_ns = now_ns > n->arrived_ns ? now_ns - n->arrived_ns : 0;
     }
-    out->waited_ns = w;
+    unlink_node(q, n);
+    return n;
+}
+
+rp__qnode *rp__queue_expire(rp__queue *q, uint64_t now_ns, rp__qtake *out)
+{
+    *out = (rp__qtake){0};
+    rp__qnode *n = q->head;
+    if (!n || !head_expired(q, now_ns, out)) return NULL;
     unlink_node(q, n);
     return n;
 }

@@ -52,6 +52,10 @@ void rp__queue_init(rp__queue *q, uint64_t target_ns, uint64_t interval_ns);
 void rp__queue_push(rp__queue *q, rp__qnode *n, uint64_t now_ns);
 /* The node whose turn it is (removed), or NULL when the queue is empty. */
 rp__qnode *rp__queue_take(rp__queue *q, uint64_t now_ns, rp__qtake *out);
+/* The oldest node (removed) if it waited past the limit a take would apply now, with
+ * out->shed set; else NULL. Lets whoever appends shed what no worker has come to yet:
+ * when every worker is busy, expired calls are answered at once, not at the next turn. */
+rp__qnode *rp__queue_expire(rp__queue *q, uint64_t now_ns, rp__qtake *out);
 /* Removes the newest node (NULL when empty). */
 rp__qnode *rp__queue_pop_tail(rp__queue *q);
 

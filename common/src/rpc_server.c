@@ -13,8 +13,8 @@
  * N worker threads drive that one shared completion queue, so that a call never waits
  * behind a slow handler while another worker is idle. A token lets a worker take one
  * call from the queue: the oldest, unless queue-time shedding is on (rpc_queue.h).
- * It sheds a call that waited too long, else runs the handler and answers with one
- * batch; the call struct (and its arena) goes back to the server's spare list when that
+ * It sheds a call that waited too long (so does the admission thread, for the oldest
+ * calls, whenever one arrives), else runs the handler and answers with one batch; the call struct (and its arena) goes back to the server's spare list when that
  * batch completes.
  */
 #include "rpc_internal.h"
@@ -405,17 +405,40 @@ static void serve_unknown(rp_call *c)
 
 /* ------------------------------------------------------------------ the queue */
 
-/* On the admission thread: appends c (policy: rpc_queue.h) and starts its token. */
+/* Answers a call the queue's policy shed (tk: its wait and the limit). */
+static void shed(rp_server *s, rp_call *c, const rp__qtake *tk)
+{
+    char msg[200];
+    snprintf(msg, sizeof msg, "overloaded: the call waited %.1f ms for a worker (limit %.1f ms)",
+             (double)tk->waited_ns / 1e6, (double)tk->limit_ns / 1e6);
+    rp_counter_inc(s->m_shed_queue);
+    answer(c, RP_GRPC_RESOURCE_EXHAUSTED, msg);
+}
+
+/* Calls the admission thread sheds at most per arrival (the workers shed the rest). */
+#define EXPIRE_MAX 32
+
+/* On the admission thread: sheds the calls that waited past the limit (when every
+ * worker is busy they would otherwise wait for a turn only to be shed), appends c
+ * (policy: rpc_queue.h) and starts its token. A token whose call was shed here finds
+ * another call or none. */
 static void queue_push(rp_server *s, rp_call *c)
 {
+    rp_call *expired[EXPIRE_MAX];
+    rp__qtake tk[EXPIRE_MAX];
+    size_t nexp = 0;
     c->qnode.arrived_ns = c->t_start_ns;
-    pthread_mutex_lock(&s->qmu);
-    rp__queue_push(&s->queue, &c->qnode, c->t_start_ns);
-    pthread_mutex_unlock(&s->qmu);
-    /* From here a worker holding an earlier token may take c and finish it: keep the
-     * grpc_call alive for the batch. */
+    /* Once c is queued a worker holding an earlier token may take it and finish it
+     * (c may then be reused): keep the grpc_call alive for the token's batch. */
     grpc_call *gc = c->call;
     grpc_call_ref(gc);
+    pthread_mutex_lock(&s->qmu);
+    for (rp__qnode *n; nexp < EXPIRE_MAX &&
+                       (n = rp__queue_expire(&s->queue, c->t_start_ns, &tk[nexp]));)
+        expired[nexp++] = RP__CONTAINER(n, rp_call, qnode);
+    rp__queue_push(&s->queue, &c->qnode, c->t_start_ns);
+    pthread_mutex_unlock(&s->qmu);
+    for (size_t i = 0; i < nexp; i++) shed(s, expired[i], &tk[i]);
     grpc_call_error e = grpc_call_start_batch(gc, NULL, 0, &s->token, NULL);
     grpc_call_unref(gc);
     if (e != GRPC_CALL_OK) {
@@ -478,17 +501,10 @@ static void on_token(rp__tag *t, bool ok)
     pthread_mutex_lock(&s->qmu);
     rp__qnode *n = rp__queue_take(&s->queue, rp_now_ns(), &tk);
     pthread_mutex_unlock(&s->qmu);
-    if (!n) {
-        rp_errlog("rpc", "a worker's turn came with no call queued");
-        return;
-    }
+    if (!n) return; /* its call was shed on arrival of a later one */
     rp_call *c = RP__CONTAINER(n, rp_call, qnode);
     if (tk.shed) {
-        char msg[200];
-        snprintf(msg, sizeof msg, "overloaded: the call waited %.1f ms for a worker (limit %.1f ms)",
-                 (double)tk.waited_ns / 1e6, (double)tk.limit_ns / 1e6);
-        rp_counter_inc(s->m_shed_queue);
-        answer(c, RP_GRPC_RESOURCE_EXHAUSTED, msg);
+        shed(s, c, &tk);
         return;
     }
     if (c->deadline_ns <= rp_now_ns()) {

@@ -3,7 +3,8 @@
  * first served without a target; a burst may wait the interval, in order; a standing
  * queue (a call above target for a whole interval) sheds the oldest past target and
  * serves the newest first; shedding a backlog does not end a standing queue; waits
- * within target for an interval do.
+ * within target for an interval do; the appender sheds what expired before a worker
+ * comes to it.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -139,6 +140,44 @@ static void test_standing_ends_after_an_interval_within_target(void **state)
     assert_false(shed);
 }
 
+/* The appender sheds expired calls itself: only past the limit a take would apply, oldest
+ * first, and never without a target. */
+static void test_expire(void **state)
+{
+    (void)state;
+    rp__queue q;
+    rp__qtake tk;
+    rp__queue_init(&q, 0, 0);
+    push(&q, 0, 0);
+    assert_null(rp__queue_expire(&q, 100000 * MS, &tk));
+    assert_false(tk.shed);
+    assert_int_equal(q.len, 1);
+
+    rp__queue_init(&q, 5 * MS, 100 * MS);
+    push(&q, 0, 1000);
+    push(&q, 1, 1040);
+    push(&q, 2, 1050);
+    /* A burst: 50 ms is within the interval, nothing expires. */
+    assert_null(rp__queue_expire(&q, 1050 * MS, &tk));
+    assert_false(q.standing);
+    /* 120 ms: a is past the interval (and proves a standing queue); b waited 80 ms, past
+     * the target that applies now; c waited 30 ms, past it too; the queue is empty. */
+    assert_ptr_equal(rp__queue_expire(&q, 1120 * MS, &tk), &items[0].node);
+    assert_true(tk.shed);
+    assert_int_equal(tk.waited_ns, 120 * MS);
+    assert_true(q.standing);
+    assert_ptr_equal(rp__queue_expire(&q, 1120 * MS, &tk), &items[1].node);
+    assert_int_equal(tk.limit_ns, 5 * MS);
+    assert_ptr_equal(rp__queue_expire(&q, 1120 * MS, &tk), &items[2].node);
+    assert_null(rp__queue_expire(&q, 1120 * MS, &tk));
+    assert_int_equal(q.len, 0);
+    /* A call within target stays for a worker. */
+    push(&q, 3, 1121);
+    assert_null(rp__queue_expire(&q, 1124 * MS, &tk));
+    assert_false(tk.shed);
+    assert_int_equal(take(&q, 1124, NULL, NULL), 'd');
+}
+
 static void test_pop_tail(void **state)
 {
     (void)state;
@@ -161,6 +200,7 @@ int main(void)
         cmocka_unit_test(test_burst_waits_the_interval_in_order),
         cmocka_unit_test(test_standing_sheds_old_serves_new),
         cmocka_unit_test(test_standing_ends_after_an_interval_within_target),
+        cmocka_unit_test(test_expire),
         cmocka_unit_test(test_pop_tail),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
