@@ -1,5 +1,13 @@
 /* The load generator: worker threads, each with its own completion queue and
- * histograms, sending on a shared set of channels (one TCP connection each). */
+ * histograms, sending on a shared set of channels (one TCP connection each).
+ *
+ * Open loop: each worker has a sender thread that sleeps until the next call is due
+ * (clock_nanosleep, microsecond timer slack) and starts it, while the worker's own thread
+ * blocks on the completion queue and reaps each call as it completes. Neither waits for
+ * the other and neither polls: a generator that polled between sends took a whole core
+ * from the server it measured (the two share the cores in bench/overload), and one that
+ * blocked in the queue's timed wait (millisecond granularity) sent up to 1 ms late.
+ * Closed loop: the worker's thread starts the next call as it reaps one. */
 #include "lt/loadtest.h"
 #include "rp/clock.h"
 #include "rp/ops.h"
@@ -9,23 +17,23 @@
 #include <grpc/grpc_security.h>
 #include <grpc/support/time.h>
 
+#include <errno.h>
 #include <math.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <time.h>
 
-/* Wake this long before a call is due and poll from there: the completion queue's
- * timed wait has millisecond granularity, which would make calls up to 1 ms late. */
-#define SPIN_NS 1500000ull
 /* A worker looks at the clock (timeline, stop flag) at least this often. */
 #define TICK_NS 100000000ull
 #define RING 4
-/* At most this many calls are sent in a row before completions are looked at: a
- * generator that fell behind catches up without starving its completion queue. */
-#define BURST 64
+/* The sender's sleeps end this close to when asked (the kernel's default slack is
+ * 50 us). */
+#define SENDER_SLACK_NS 1000
+/* With every call slot in flight, the sender looks for a free one this often. */
+#define NO_SLOT_WAIT_NS 100000ull
 #define LATE_NS 1000000ull
 /* Completions reaped in a row at most (then the schedule is looked at again). */
 #define REAP_MAX 4096
@@ -98,17 +106,21 @@ typedef struct run {
 struct worker {
     run *r;
     uint32_t id;
-    pthread_t th;
+    pthread_t th, sender;
     grpc_completion_queue *cq;
     call_ctx *pool;
+    pthread_mutex_t free_mu; /* guards free_list (sender and reaper) */
     call_ctx *free_list;
-    uint32_t pool_size, in_flight;
+    uint32_t pool_size;
+    atomic_uint in_flight;
     uint32_t closed_n; /* closed loop: calls this worker keeps in flight */
     double rate;       /* open loop: this worker's share */
     lt_rng rng;
     lt_schedule sched;
     uint64_t next_intended;
-    bool sending;
+    /* Cleared once by whoever sends (the sender thread in open loop), after
+     * stop_sending_at and its last call's in_flight count are written. */
+    atomic_bool sending;
     uint64_t stop_sending_at; /* when sending stopped (from t0) */
     bool cancelled;
     uint32_t next_ch;
@@ -197,17 +209,32 @@ static void finalize_old(run *r, int64_t now_s, bool all)
 
 /* ---------------------------------------------------------------- calls */
 
-static int start_call(worker *w, uint64_t intended)
+static call_ctx *slot_get(worker *w)
+{
+    pthread_mutex_lock(&w->free_mu);
+    call_ctx *c = w->free_list;
+    if (c) w->free_list = c->next_free;
+    pthread_mutex_unlock(&w->free_mu);
+    return c;
+}
+
+static void slot_put(worker *w, call_ctx *c)
+{
+    pthread_mutex_lock(&w->free_mu);
+    c->next_free = w->free_list;
+    w->free_list = c;
+    pthread_mutex_unlock(&w->free_mu);
+}
+
+/* Starts a call in slot c (from slot_get; given back on failure). */
+static int start_call(worker *w, call_ctx *c, uint64_t intended)
 {
     run *r = w->r;
-    call_ctx *c = w->free_list;
-    w->free_list = c->next_free;
     lt_rpc rpc = lt_workload_pick(r->cfg->workload, &w->rng);
     size_t len;
     int erc = lt_workload_encode(r->cfg->workload, rpc, &w->rng, w->buf, LT_REQUEST_MAX, &len);
     if (erc) {
-        c->next_free = w->free_list;
-        w->free_list = c;
+        slot_put(w, c);
         return rp_errorf(&w->err, erc, "cannot encode a %s request: %s", lt_rpc_name(rpc),
                          rp_strerror(erc));
     }
@@ -244,12 +271,11 @@ static int start_call(worker *w, uint64_t intended)
         grpc_byte_buffer_destroy(c->send);
         grpc_metadata_array_destroy(&c->md_init);
         grpc_metadata_array_destroy(&c->md_trail);
-        c->next_free = w->free_list;
-        w->free_list = c;
+        slot_put(w, c);
         return rp_errorf(&w->err, RP_EINTERNAL, "loadtest: grpc_call_start_batch failed (%d)",
                          (int)ce);
     }
-    w->in_flight++;
+    atomic_fetch_add(&w->in_flight, 1);
     unsigned all = atomic_fetch_add_explicit(&r->in_flight, 1, memory_order_relaxed) + 1;
     unsigned seen = atomic_load_explicit(&r->max_in_flight, memory_order_relaxed);
     while (all > seen && !atomic_compare_exchange_weak_explicit(&r->max_in_flight, &seen, all,
@@ -297,9 +323,8 @@ static void complete_call(worker *w, call_ctx *c)
     grpc_slice_unref(c->details);
     grpc_call_unref(c->call);
     c->call = NULL;
-    c->next_free = w->free_list;
-    w->free_list = c;
-    w->in_flight--;
+    slot_put(w, c);
+    atomic_fetch_sub(&w->in_flight, 1);
     atomic_fetch_sub_explicit(&r->in_flight, 1, memory_order_relaxed);
 }
 
@@ -317,11 +342,68 @@ static bool may_send(worker *w, uint64_t intended)
     return true;
 }
 
+/* Called only by the thread that sends. */
 static void stop_sending(worker *w, uint64_t now)
 {
-    if (!w->sending) return;
-    w->sending = false;
+    if (!atomic_load(&w->sending)) return;
     w->stop_sending_at = now;
+    atomic_store(&w->sending, false);
+}
+
+static void sleep_until(const run *r, uint64_t rel_ns)
+{
+    uint64_t abs = r->t0 + rel_ns;
+    struct timespec ts = {(time_t)(abs / 1000000000ull), (long)(abs % 1000000000ull)};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
+    }
+}
+
+/* Open loop: sends every call when it is due; a call sent late keeps its intended time
+ * (latency is measured from it). */
+static void *sender_main(void *arg)
+{
+    worker *w = arg;
+    run *r = w->r;
+    const lt_config *cfg = r->cfg;
+    /* Calls still due this long after the end will never be sent. */
+    uint64_t drain_ns = (uint64_t)cfg->deadline_ms * 1000000ull + 2000000000ull;
+    prctl(PR_SET_TIMERSLACK, SENDER_SLACK_NS, 0, 0, 0);
+    w->next_intended = lt_schedule_next(&w->sched);
+    if (!may_send(w, w->next_intended)) stop_sending(w, 0);
+    while (atomic_load(&w->sending)) {
+        uint64_t now = rel_now(r);
+        if ((cfg->stop && *cfg->stop) || atomic_load_explicit(&r->abort, memory_order_relaxed)) {
+            stop_sending(w, now);
+            break;
+        }
+        if (w->next_intended > now) {
+            sleep_until(r, w->next_intended - now > TICK_NS ? now + TICK_NS : w->next_intended);
+            continue;
+        }
+        if (now > r->end_ns + drain_ns) {
+            while (w->next_intended < r->end_ns) {
+                w->unsent++;
+                w->next_intended = lt_schedule_next(&w->sched);
+            }
+            stop_sending(w, now);
+            break;
+        }
+        call_ctx *c = slot_get(w);
+        if (!c) {
+            sleep_until(r, now + NO_SLOT_WAIT_NS);
+            continue;
+        }
+        uint64_t lag = now - w->next_intended;
+        if (lag > LATE_NS) w->late_sends++;
+        if (lag > w->max_send_lag) w->max_send_lag = lag;
+        if ((w->rc = start_call(w, c, w->next_intended))) {
+            stop_sending(w, rel_now(r));
+            break;
+        }
+        w->next_intended = lt_schedule_next(&w->sched);
+        if (!may_send(w, w->next_intended)) stop_sending(w, now);
+    }
+    return NULL;
 }
 
 static void *worker_main(void *arg)
@@ -332,80 +414,54 @@ static void *worker_main(void *arg)
     bool open = cfg->rate > 0;
     /* Calls are drained for at most their deadline after sending stops, then cancelled. */
     uint64_t drain_ns = (uint64_t)cfg->deadline_ms * 1000000ull + 2000000000ull;
-    w->sending = true;
+    bool has_sender = false;
+    atomic_store(&w->sending, true);
     w->cur_s = 0;
 
     if (open) {
-        w->next_intended = lt_schedule_next(&w->sched);
-        if (!may_send(w, w->next_intended)) stop_sending(w, 0);
+        if (pthread_create(&w->sender, NULL, sender_main, w)) {
+            w->rc = rp_errorf(&w->err, RP_EINTERNAL, "loadtest: cannot start a sender thread");
+            stop_sending(w, 0);
+        } else {
+            has_sender = true;
+        }
     } else {
-        for (uint32_t i = 0; i < w->closed_n && w->sending; i++) {
+        for (uint32_t i = 0; i < w->closed_n && atomic_load(&w->sending); i++) {
             uint64_t now = rel_now(r);
             if (!may_send(w, now)) {
                 stop_sending(w, now);
                 break;
             }
-            if ((w->rc = start_call(w, now))) goto out;
+            if ((w->rc = start_call(w, slot_get(w), now))) stop_sending(w, now);
         }
         if (w->closed_n == 0) stop_sending(w, 0);
     }
 
     for (;;) {
         uint64_t now = rel_now(r);
-        if ((cfg->stop && *cfg->stop) || atomic_load_explicit(&r->abort, memory_order_relaxed))
-            stop_sending(w, now);
-        if (w->sending && !open && now >= r->end_ns) stop_sending(w, now);
-        if (w->sending && open) {
-            /* Send every call that is due; a call sent late keeps its intended time. */
-            for (int burst = 0; w->sending && w->next_intended <= now && w->free_list &&
-                                burst < BURST;
-                 burst++) {
-                uint64_t at = rel_now(r);
-                uint64_t lag = at > w->next_intended ? at - w->next_intended : 0;
-                if (lag > LATE_NS) w->late_sends++;
-                if (lag > w->max_send_lag) w->max_send_lag = lag;
-                if ((w->rc = start_call(w, w->next_intended))) goto out;
-                w->next_intended = lt_schedule_next(&w->sched);
-                if (!may_send(w, w->next_intended)) stop_sending(w, now);
-            }
-            /* Calls still due after the end plus the drain time will never be sent. */
-            if (w->sending && now > r->end_ns + drain_ns) {
-                while (w->next_intended < r->end_ns) {
-                    w->unsent++;
-                    w->next_intended = lt_schedule_next(&w->sched);
-                }
+        if (!open) {
+            if ((cfg->stop && *cfg->stop) || atomic_load_explicit(&r->abort, memory_order_relaxed) ||
+                now >= r->end_ns)
                 stop_sending(w, now);
-            }
         }
-        if (!w->sending && w->in_flight == 0) break;
-        if (!w->sending && !w->cancelled && now > w->stop_sending_at + drain_ns) {
+        /* sending is read first: once it is false, the sender's last call is counted. */
+        bool sending = atomic_load(&w->sending);
+        if (!sending && atomic_load(&w->in_flight) == 0) break;
+        if (!sending && !w->cancelled && (w->rc || now > w->stop_sending_at + drain_ns)) {
             for (uint32_t i = 0; i < w->pool_size; i++)
                 if (w->pool[i].call) grpc_call_cancel(w->pool[i].call, NULL);
             w->cancelled = true;
         }
-
-        uint64_t wait = TICK_NS;
-        if (w->sending && open && w->free_list && w->next_intended <= rel_now(r)) {
-            wait = 0; /* behind: poll, then send the rest */
-        } else if (w->sending && open && w->free_list) {
-            uint64_t until = w->next_intended > now ? w->next_intended - now : 0;
-            if (until < wait) wait = until;
-        }
-        gpr_timespec dl = wait > SPIN_NS ? mono_in(wait - SPIN_NS) : gpr_inf_past(GPR_CLOCK_MONOTONIC);
-        grpc_event ev = grpc_completion_queue_next(w->cq, dl, NULL);
-        /* Polling in the last moments before a call is due: let a server that shares
-         * these cores run meanwhile. */
-        if (ev.type == GRPC_QUEUE_TIMEOUT && wait <= SPIN_NS) sched_yield();
-        /* Reap every completion already queued before sending more: a call's latency
-         * ends when it is reaped, so reaping must not wait behind a burst of sends. */
-        for (int reaped = 0; ev.type == GRPC_OP_COMPLETE; reaped++) {
+        grpc_event ev = grpc_completion_queue_next(w->cq, gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                                                       gpr_time_from_nanos((int64_t)TICK_NS, GPR_TIMESPAN)),
+                                                   NULL);
+        while (ev.type == GRPC_OP_COMPLETE) {
             complete_call(w, ev.tag);
-            if (w->sending && !open) {
+            if (!open && atomic_load(&w->sending) && !w->rc) {
                 uint64_t t = rel_now(r);
                 if (!may_send(w, t)) stop_sending(w, t);
-                else if ((w->rc = start_call(w, t))) goto out;
+                else if ((w->rc = start_call(w, slot_get(w), t))) stop_sending(w, t);
             }
-            if (reaped == REAP_MAX) break;
             ev = grpc_completion_queue_next(w->cq, gpr_inf_past(GPR_CLOCK_MONOTONIC), NULL);
         }
         int64_t sec = (int64_t)(rel_now(r) / 1000000000ull);
@@ -414,16 +470,7 @@ static void *worker_main(void *arg)
             w->cur_s = sec;
         }
     }
-out:
-    if (w->rc) {
-        /* Drain what was started so that the queue can be destroyed. */
-        for (uint32_t i = 0; i < w->pool_size; i++)
-            if (w->pool[i].call) grpc_call_cancel(w->pool[i].call, NULL);
-        while (w->in_flight > 0) {
-            grpc_event ev = grpc_completion_queue_next(w->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
-            if (ev.type == GRPC_OP_COMPLETE) complete_call(w, ev.tag);
-        }
-    }
+    if (has_sender) pthread_join(w->sender, NULL);
     flush_second(w);
     atomic_fetch_add(&r->done, 1);
     return NULL;
@@ -502,6 +549,7 @@ static void free_worker(worker *w)
         }
         grpc_completion_queue_destroy(w->cq);
     }
+    pthread_mutex_destroy(&w->free_mu);
     free(w->pool);
     free(w->buf);
     free(w);
@@ -588,6 +636,7 @@ int lt_run(const lt_config *cfg, lt_result **out, rp_error *err)
         ws[i] = w;
         w->r = &r;
         w->id = i;
+        pthread_mutex_init(&w->free_mu, NULL);
         w->closed_n = open ? 0 : cfg->concurrency / cfg->threads + (i < cfg->concurrency % cfg->threads);
         w->pool_size = open ? per_pool : w->closed_n;
         if (w->pool_size == 0) w->pool_size = 1;
