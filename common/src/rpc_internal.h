@@ -125,6 +125,7 @@ struct rp_server {
     pthread_mutex_t spare_mu;
     rp_call *spare;
     size_t nspare;
+    size_t spare_low; /* the fewest spares since the trimmer's last pass: unused all along */
     bool started; /* grpc_server_start was called */
 
     atomic_bool serving;
