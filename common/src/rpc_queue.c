@@ -51,7 +51,7 @@ static bool head_expired(rp__queue *q, uint64_t now_ns, rp__qtake *out)
     if (!q->target_ns) return false;
     observe(q, out->waited_ns, now_ns);
     out->limit_ns = q->standing ? q->target_ns : q->interval_ns;
-    return out->shed = out->waited_ns > out->limit_ns;
+    return out->shed = out->waited_ns > out->limit_ns && !n->exempt;
 }
 
 rp__qnode *rp__queue_take(rp__queue *q, uint64_t now_ns, rp__qtake *out)
@@ -59,7 +59,7 @@ rp__qnode *rp__queue_take(rp__queue *q, uint64_t now_ns, rp__qtake *out)
     *out = (rp__qtake){0};
     rp__qnode *n = q->head;
     if (!n) return NULL;
-    if (!head_expired(q, now_ns, out) && q->standing) {
+    if (!head_expired(q, now_ns, out) && q->standing && !(n->exempt && out->waited_ns > out->limit_ns)) {
         n = q->tail;
         out->waited_ns = now_ns > n->arrived_ns ? now_ns - n->arrived_ns : 0;
     }

@@ -29,6 +29,7 @@ typedef struct rp__qnode rp__qnode;
 struct rp__qnode {
     rp__qnode *prev, *next;
     uint64_t arrived_ns; /* set by the caller before the push */
+    bool exempt;         /* never shed (admin calls): served when its turn comes */
 };
 
 typedef struct rp__queue {

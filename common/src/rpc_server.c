@@ -429,6 +429,8 @@ static void queue_push(rp_server *s, rp_call *c)
     rp__qtake tk[EXPIRE_MAX];
     size_t nexp = 0;
     c->qnode.arrived_ns = c->t_start_ns;
+    /* An operator's Reload must get through an overload: admin calls are never shed. */
+    c->qnode.exempt = c->method->admin;
     /* Once c is queued a worker holding an earlier token may take it and finish it
      * (c may then be reused): keep the grpc_call alive for the token's batch. */
     grpc_call *gc = c->call;

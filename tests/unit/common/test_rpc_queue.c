@@ -178,6 +178,33 @@ static void test_expire(void **state)
     assert_int_equal(take(&q, 1124, NULL, NULL), 'd');
 }
 
+/* An exempt call (admin) is never shed: past the limit it is served in its turn, and the
+ * appender stops at it. */
+static void test_exempt_is_served(void **state)
+{
+    (void)state;
+    rp__queue q;
+    rp__qtake tk;
+    bool shed;
+    rp__queue_init(&q, 5 * MS, 100 * MS);
+    push(&q, 0, 0);
+    items[0].node.exempt = true;
+    push(&q, 1, 1);
+    push(&q, 2, 200);
+    assert_null(rp__queue_expire(&q, 201 * MS, &tk));
+    assert_false(tk.shed);
+    assert_true(q.standing);
+    /* Standing, and the oldest waited 201 ms: exempt, so it is served (not the newest). */
+    assert_int_equal(take(&q, 201, &shed, &tk), 'a');
+    assert_false(shed);
+    assert_int_equal(tk.waited_ns, 201 * MS);
+    assert_int_equal(take(&q, 201, &shed, NULL), 'b');
+    assert_true(shed);
+    assert_int_equal(take(&q, 201, &shed, NULL), 'c');
+    assert_false(shed);
+    items[0].node.exempt = false;
+}
+
 static void test_pop_tail(void **state)
 {
     (void)state;
@@ -201,6 +228,7 @@ int main(void)
         cmocka_unit_test(test_standing_sheds_old_serves_new),
         cmocka_unit_test(test_standing_ends_after_an_interval_within_target),
         cmocka_unit_test(test_expire),
+        cmocka_unit_test(test_exempt_is_served),
         cmocka_unit_test(test_pop_tail),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
