@@ -43,15 +43,16 @@ void rp__queue_push(rp__queue *q, rp__qnode *n, uint64_t now_ns)
     q->len++;
 }
 
-/* Looks at the oldest call's wait; true when it is past the limit (shed it). */
-static bool head_expired(rp__queue *q, uint64_t now_ns, rp__qtake *out)
+/* Looks at the oldest call's wait (out: waited, limit); true when it is past the limit.
+ * Past it, a call is shed unless it is exempt, which is then served in its turn. */
+static bool head_past_limit(rp__queue *q, uint64_t now_ns, rp__qtake *out)
 {
     rp__qnode *n = q->head;
     out->waited_ns = now_ns > n->arrived_ns ? now_ns - n->arrived_ns : 0;
     if (!q->target_ns) return false;
     observe(q, out->waited_ns, now_ns);
     out->limit_ns = q->standing ? q->target_ns : q->interval_ns;
-    return out->shed = out->waited_ns > out->limit_ns && !n->exempt;
+    return out->waited_ns > out->limit_ns;
 }
 
 rp__qnode *rp__queue_take(rp__queue *q, uint64_t now_ns, rp__qtake *out)
@@ -59,7 +60,9 @@ rp__qnode *rp__queue_take(rp__queue *q, uint64_t now_ns, rp__qtake *out)
     *out = (rp__qtake){0};
     rp__qnode *n = q->head;
     if (!n) return NULL;
-    if (!head_expired(q, now_ns, out) && q->standing && !(n->exempt && out->waited_ns > out->limit_ns)) {
+    if (head_past_limit(q, now_ns, out)) {
+        out->shed = !n->exempt;
+    } else if (q->standing) {
         n = q->tail;
         out->waited_ns = now_ns > n->arrived_ns ? now_ns - n->arrived_ns : 0;
     }
@@ -71,7 +74,8 @@ rp__qnode *rp__queue_expire(rp__queue *q, uint64_t now_ns, rp__qtake *out)
 {
     *out = (rp__qtake){0};
     rp__qnode *n = q->head;
-    if (!n || !head_expired(q, now_ns, out)) return NULL;
+    if (!n || !head_past_limit(q, now_ns, out) || n->exempt) return NULL;
+    out->shed = true;
     unlink_node(q, n);
     return n;
 }

@@ -14,8 +14,9 @@
  * behind a slow handler while another worker is idle. A token lets a worker take one
  * call from the queue: the oldest, unless queue-time shedding is on (rpc_queue.h).
  * It sheds a call that waited too long (so does the admission thread, for the oldest
- * calls, whenever one arrives), else runs the handler and answers with one batch; the call struct (and its arena) goes back to the server's spare list when that
- * batch completes.
+ * calls, whenever one arrives), else runs the handler and answers with one batch; the
+ * call struct (and its arena) goes back to the server's spare list when that batch
+ * completes.
  */
 #include "rpc_internal.h"
 

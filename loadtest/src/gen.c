@@ -452,9 +452,7 @@ static void *worker_main(void *arg)
                 if (w->pool[i].call) grpc_call_cancel(w->pool[i].call, NULL);
             w->cancelled = true;
         }
-        grpc_event ev = grpc_completion_queue_next(w->cq, gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-                                                                       gpr_time_from_nanos((int64_t)TICK_NS, GPR_TIMESPAN)),
-                                                   NULL);
+        grpc_event ev = grpc_completion_queue_next(w->cq, mono_in(TICK_NS), NULL);
         while (ev.type == GRPC_OP_COMPLETE) {
             complete_call(w, ev.tag);
             if (!open && atomic_load(&w->sending) && !w->rc) {
