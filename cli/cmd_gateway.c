@@ -48,7 +48,7 @@ int cmd_gateway(int argc, char **argv)
     const char *listen = NULL, *bundle = NULL, *state = NULL, *retrieval = NULL, *ranking = NULL;
     const char *log_level = NULL, *token_file = NULL;
     int64_t threads = 0, history = 0, cache_entries = 0, map_mb = 0;
-    double cache_ttl = 0, deadline = 0, grace = 0;
+    double cache_ttl = 0, cache_stale = 0, deadline = 0, grace = 0;
     rp_ops_flags ops = {0};
     const rp_opt opts[] = {
         {"listen", RP_OPT_STR, &listen, "127.0.0.1:50050", 0, 0, "address to serve on", false},
@@ -72,6 +72,11 @@ int cmd_gateway(int argc, char **argv)
         {"cache-entries", RP_OPT_INT, &cache_entries, "10000", 1, 10000000,
          "answers kept in the cache", false},
         {"cache-ttl", RP_OPT_DURATION, &cache_ttl, "30s", 0.001, 86400, "cache time to live",
+         false},
+        {"cache-stale", RP_OPT_DURATION, &cache_stale, "30s", 0, 86400,
+         "while one call recomputes a user's answer (after a reload, a minute, the TTL), "
+         "the others get the old one (flagged STALE) if it is past its TTL by at most this; "
+         "0 = they wait",
          false},
         {"default-deadline", RP_OPT_DURATION, &deadline, "100ms", 0.001, 60,
          "deadline of Recommend calls that set none", false},
@@ -116,6 +121,7 @@ int cmd_gateway(int argc, char **argv)
                              .state_map_size = (size_t)map_mb << 20,
                              .cache_entries = (size_t)cache_entries,
                              .cache_ttl_s = cache_ttl,
+                             .cache_stale_s = cache_stale > 0 ? cache_stale : -1,
                              .default_deadline_ms = (int64_t)(deadline * 1000 + 0.5),
                              .grace_s = grace};
     gw_service *s;

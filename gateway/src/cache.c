@@ -1,4 +1,4 @@
-/* The answer cache: hash table + LRU list under one mutex; pending entries mark flights. */
+/* The answer cache: hash table + LRU list under one mutex; entries mark flights too. */
 #include "gw/cache.h"
 
 #include <errno.h>
@@ -8,11 +8,15 @@
 #include <string.h>
 #include <time.h>
 
+/* An entry holds an answer, marks a flight in progress, or both (its answer is past
+ * the TTL and being recomputed). Entries with an answer are on the LRU list; an entry
+ * with neither is freed. */
 typedef struct entry {
     gw_cache_key key;
-    struct entry *hnext;            /* hash chain */
-    struct entry *prev, *next;      /* LRU list (filled entries only), most recent first */
-    bool pending;                   /* a flight: no value yet */
+    struct entry *hnext;            /* hash chain (the bucket of the key's base) */
+    struct entry *prev, *next;      /* LRU list (entries with an answer), most recent first */
+    bool flight;                    /* its answer is being computed */
+    bool has_val;
     uint64_t stored_ns;
     void *val;
     size_t len;
@@ -26,6 +30,8 @@ struct gw_cache {
     entry *head, *tail;
     size_t max_entries, max_bytes;
     uint64_t ttl_ns;
+    uint64_t stale_ns; /* how long past the TTL an answer may still be a fallback */
+    bool serve_stale;
     gw_cache_stats st;
 };
 
@@ -39,16 +45,25 @@ uint64_t gw_hash(uint64_t h, const void *p, size_t n)
     return h;
 }
 
+/* Every generation of a (user, fingerprint, state version) shares a bucket, so the
+ * stale fallback is found on the chain the lookup walks anyway. */
 static size_t key_bucket(const gw_cache *c, const gw_cache_key *k)
 {
-    uint64_t h = gw_hash(GW_HASH_INIT, k, sizeof *k);
+    uint64_t h = gw_hash(GW_HASH_INIT, &k->user_id, sizeof k->user_id);
+    h = gw_hash(h, &k->fingerprint, sizeof k->fingerprint);
+    h = gw_hash(h, &k->state_version, sizeof k->state_version);
     return (size_t)(h ^ (h >> 29)) & (c->nbuckets - 1);
+}
+
+static bool same_base(const gw_cache_key *a, const gw_cache_key *b)
+{
+    return a->user_id == b->user_id && a->fingerprint == b->fingerprint &&
+           a->state_version == b->state_version;
 }
 
 static bool key_eq(const gw_cache_key *a, const gw_cache_key *b)
 {
-    return a->user_id == b->user_id && a->fingerprint == b->fingerprint &&
-           a->state_version == b->state_version && a->bundles == b->bundles;
+    return same_base(a, b) && a->generation == b->generation;
 }
 
 int gw_cache_create(const gw_cache_config *cfg, gw_cache **out)
@@ -60,6 +75,9 @@ int gw_cache_create(const gw_cache_config *cfg, gw_cache **out)
     c->max_bytes = cfg && cfg->max_bytes ? cfg->max_bytes : (size_t)64 << 20;
     double ttl = cfg && cfg->ttl_s > 0 ? cfg->ttl_s : 30.0;
     c->ttl_ns = (uint64_t)(ttl * 1e9);
+    double stale = cfg && cfg->stale_s != 0 ? cfg->stale_s : ttl;
+    c->serve_stale = stale > 0;
+    c->stale_ns = stale > 0 ? (uint64_t)(stale * 1e9) : 0;
     c->nbuckets = 16;
     while (c->nbuckets < c->max_entries * 2 && c->nbuckets < ((size_t)1 << 24)) c->nbuckets <<= 1;
     c->buckets = calloc(c->nbuckets, sizeof *c->buckets);
@@ -120,19 +138,69 @@ static void lru_push_front(gw_cache *c, entry *e)
     if (!c->tail) c->tail = e;
 }
 
-/* Unlinks e from its hash chain and (when filled) the LRU list, and frees it. */
+/* Age of an answer stored at stored_ns; a clock behind it (a caller's t0 taken before
+ * the fill) reads as 0. */
+static uint64_t age(uint64_t now_ns, uint64_t stored_ns)
+{
+    return now_ns > stored_ns ? now_ns - stored_ns : 0;
+}
+
+static void drop_val(gw_cache *c, entry *e)
+{
+    if (!e->has_val) return;
+    lru_unlink(c, e);
+    c->st.entries--;
+    c->st.bytes -= e->len;
+    free(e->val);
+    e->val = NULL;
+    e->len = 0;
+    e->has_val = false;
+}
+
+/* Unlinks e from its hash chain and the LRU list, and frees it. */
 static void remove_entry(gw_cache *c, entry *e)
 {
     entry **pp = &c->buckets[key_bucket(c, &e->key)];
     while (*pp != e) pp = &(*pp)->hnext;
     *pp = e->hnext;
-    if (!e->pending) {
-        lru_unlink(c, e);
-        c->st.entries--;
-        c->st.bytes -= e->len;
-    }
-    free(e->val);
+    drop_val(c, e);
     free(e);
+}
+
+/* Drops e's answer; frees e unless it marks a flight. */
+static void drop_answer(gw_cache *c, entry *e)
+{
+    if (e->flight) drop_val(c, e);
+    else remove_entry(c, e);
+}
+
+/* The newest answer of key's base (any generation, past its TTL by at most stale_ns),
+ * or NULL. Drops the answers of the chain too old to be served at all. */
+static entry *find_stale(gw_cache *c, const gw_cache_key *k, uint64_t now_ns)
+{
+    entry *best = NULL;
+    entry *e = c->buckets[key_bucket(c, k)];
+    while (e) {
+        entry *n = e->hnext;
+        if (e->has_val && age(now_ns, e->stored_ns) > c->ttl_ns + c->stale_ns) {
+            drop_answer(c, e);
+        } else if (e->has_val && same_base(&e->key, k) &&
+                   (!best || e->stored_ns > best->stored_ns)) {
+            best = e;
+        }
+        e = n;
+    }
+    return best;
+}
+
+static int copy_out(rp_arena *arena, const entry *e, void **val, size_t *len)
+{
+    void *copy = rp_arena_alloc(arena, e->len ? e->len : 1);
+    if (!copy) return RP_ENOMEM;
+    memcpy(copy, e->val, e->len);
+    *val = copy;
+    *len = e->len;
+    return RP_OK;
 }
 
 int gw_cache_get(gw_cache *c, const gw_cache_key *key, uint64_t now_ns, uint64_t wait_until_ns,
@@ -145,42 +213,43 @@ int gw_cache_get(gw_cache *c, const gw_cache_key *key, uint64_t now_ns, uint64_t
     pthread_mutex_lock(&c->mu);
     for (;;) {
         entry *e = find(c, key);
-        if (e && !e->pending && now_ns - e->stored_ns > c->ttl_ns && now_ns > e->stored_ns) {
-            remove_entry(c, e);
-            c->st.expired++;
-            e = NULL;
-        }
-        if (!e) {
-            e = calloc(1, sizeof *e);
-            if (!e) {
-                rc = RP_ENOMEM;
-                break;
-            }
-            e->key = *key;
-            e->pending = true;
-            size_t b = key_bucket(c, key);
-            e->hnext = c->buckets[b];
-            c->buckets[b] = e;
-            c->st.misses++;
-            rc = GW_CACHE_LEAD;
-            break;
-        }
-        if (!e->pending) {
-            void *copy = rp_arena_alloc(arena, e->len);
-            if (!copy) {
-                rc = RP_ENOMEM;
-                break;
-            }
-            memcpy(copy, e->val, e->len);
-            *val = copy;
-            *len = e->len;
+        if (e && e->has_val && age(now_ns, e->stored_ns) <= c->ttl_ns) {
+            if ((rc = copy_out(arena, e, val, len))) break;
             lru_unlink(c, e);
             lru_push_front(c, e);
             c->st.hits++;
             rc = GW_CACHE_HIT;
             break;
         }
-        /* Another thread is computing this answer: wait for it. */
+        if (!e || !e->flight) {
+            /* Nobody computes this answer: the caller does. An answer past its TTL stays
+             * as the others' fallback until the fill replaces it. */
+            if (e) {
+                c->st.expired++;
+            } else {
+                e = calloc(1, sizeof *e);
+                if (!e) {
+                    rc = RP_ENOMEM;
+                    break;
+                }
+                e->key = *key;
+                size_t b = key_bucket(c, key);
+                e->hnext = c->buckets[b];
+                c->buckets[b] = e;
+            }
+            e->flight = true;
+            c->st.misses++;
+            rc = GW_CACHE_LEAD;
+            break;
+        }
+        /* Another thread is computing this answer: an older one, or wait for it. */
+        entry *old = c->serve_stale ? find_stale(c, key, now_ns) : NULL;
+        if (old) {
+            if ((rc = copy_out(arena, old, val, len))) break;
+            c->st.stale++;
+            rc = GW_CACHE_STALE;
+            break;
+        }
         if (!waited) c->st.coalesced++;
         waited = true;
         if (wait_until_ns == UINT64_MAX) {
@@ -190,7 +259,7 @@ int gw_cache_get(gw_cache *c, const gw_cache_key *key, uint64_t now_ns, uint64_t
                                   (long)(wait_until_ns % 1000000000ull)};
             if (pthread_cond_timedwait(&c->cv, &c->mu, &ts) == ETIMEDOUT) {
                 entry *again = find(c, key);
-                if (again && again->pending) {
+                if (again && again->flight) {
                     rc = RP_ETIMEDOUT;
                     break;
                 }
@@ -202,10 +271,11 @@ int gw_cache_get(gw_cache *c, const gw_cache_key *key, uint64_t now_ns, uint64_t
     return rc;
 }
 
+/* Answers go from the least recently used; a flight's old answer goes, its flight stays. */
 static void evict(gw_cache *c)
 {
     while (c->tail && (c->st.entries > c->max_entries || c->st.bytes > c->max_bytes)) {
-        remove_entry(c, c->tail);
+        drop_answer(c, c->tail);
         c->st.evictions++;
     }
 }
@@ -216,7 +286,9 @@ void gw_cache_fill(gw_cache *c, const gw_cache_key *key, uint64_t now_ns, const 
     void *copy = malloc(len ? len : 1);
     pthread_mutex_lock(&c->mu);
     entry *e = find(c, key);
-    if (e && e->pending) {
+    if (e && e->flight) {
+        e->flight = false;
+        drop_val(c, e);
         if (!copy || len > c->max_bytes) {
             remove_entry(c, e);
         } else {
@@ -224,11 +296,19 @@ void gw_cache_fill(gw_cache *c, const gw_cache_key *key, uint64_t now_ns, const 
             e->val = copy;
             copy = NULL;
             e->len = len;
+            e->has_val = true;
             e->stored_ns = now_ns;
-            e->pending = false;
             lru_push_front(c, e);
             c->st.entries++;
             c->st.bytes += len;
+            /* Answers of other generations computed before this one are superseded. */
+            entry *o = c->buckets[key_bucket(c, key)];
+            while (o) {
+                entry *n = o->hnext;
+                if (o != e && o->has_val && same_base(&o->key, key) && o->stored_ns <= now_ns)
+                    drop_answer(c, o);
+                o = n;
+            }
             evict(c);
         }
     }
@@ -241,7 +321,10 @@ void gw_cache_abandon(gw_cache *c, const gw_cache_key *key)
 {
     pthread_mutex_lock(&c->mu);
     entry *e = find(c, key);
-    if (e && e->pending) remove_entry(c, e);
+    if (e && e->flight) {
+        e->flight = false;
+        if (!e->has_val) remove_entry(c, e);
+    }
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
 }
@@ -254,10 +337,10 @@ size_t gw_cache_drop_user(gw_cache *c, uint64_t user_id)
         entry *e = c->buckets[b];
         while (e) {
             entry *n = e->hnext;
-            /* Flights in progress are left to their leader: their key carries the old
-             * state version, which the next lookup no longer asks for. */
-            if (e->key.user_id == user_id && !e->pending) {
-                remove_entry(c, e);
+            /* Flights in progress stay with their leader (their answers are dropped): their
+             * key carries the old state version, which the next lookup no longer asks for. */
+            if (e->key.user_id == user_id && e->has_val) {
+                drop_answer(c, e);
                 dropped++;
             }
             e = n;

@@ -121,20 +121,23 @@ static gw_pinned *pin(gw_service *s)
     return p;
 }
 
-/* The cache key's bundle part: the gateway's own version and the downstream versions
- * last seen, so that a reload anywhere stops old answers from being served. */
-static uint64_t bundles_hash(gw_service *s, const gw__catalog *cat)
+/* The cache key's generation: the gateway's own bundle version and the downstream
+ * versions last seen, so that a reload anywhere stops old answers from being served
+ * (but as stale fallbacks, gw/cache.h), and the clock's minute (fresh items). */
+static uint64_t generation(gw_service *s, const gw__catalog *cat, int64_t now)
 {
     char rv[64], kv[64];
     read_versions(s, rv, kv);
     uint64_t h = gw_hash(GW_HASH_INIT, cat->version, strlen(cat->version) + 1);
     h = gw_hash(h, rv, strnlen(rv, sizeof rv));
     h = gw_hash(h, "|", 1);
-    return gw_hash(h, kv, strnlen(kv, sizeof kv));
+    h = gw_hash(h, kv, strnlen(kv, sizeof kv));
+    int64_t minute = now / 60;
+    return gw_hash(h, &minute, sizeof minute);
 }
 
-/* The request fields that shape an answer (the clock to the minute). */
-static uint64_t fingerprint(const Recpipe__V1__RecommendRequest *r, uint32_t count, int64_t now)
+/* The request fields that shape an answer (the clock is in the generation). */
+static uint64_t fingerprint(const Recpipe__V1__RecommendRequest *r, uint32_t count)
 {
     uint64_t h = GW_HASH_INIT;
     h = gw_hash(h, &count, sizeof count);
@@ -142,8 +145,6 @@ static uint64_t fingerprint(const Recpipe__V1__RecommendRequest *r, uint32_t cou
     if (r->n_exclude_ids) h = gw_hash(h, r->exclude_ids, r->n_exclude_ids * sizeof *r->exclude_ids);
     uint8_t dbg = r->debug;
     h = gw_hash(h, &dbg, 1);
-    int64_t minute = now / 60;
-    h = gw_hash(h, &minute, sizeof minute);
     if (r->filter) {
         const Recpipe__V1__Filter *f = r->filter;
         for (size_t i = 0; i < f->n_include_categories; i++)
@@ -322,15 +323,27 @@ static int recommend_on(const gw__catalog *cat, rp_call *call, const ProtobufCMe
     /* 2. The cache. */
     ts = rp_now_ns();
     gw_cache_key key = {.user_id = req->user_id,
-                        .fingerprint = fingerprint(req, count, now),
+                        .fingerprint = fingerprint(req, count),
                         .state_version = version,
-                        .bundles = bundles_hash(s, cat)};
+                        .generation = generation(s, cat, now)};
     void *cval;
     size_t clen;
     int crc = gw_cache_get(s->cache, &key, t0, deadline - budget / 2, a, &cval, &clen);
     tm->cache_us = us_since(ts);
-    if (crc == GW_CACHE_HIT) {
+    if (crc == GW_CACHE_HIT || crc == GW_CACHE_STALE) {
         Recpipe__V1__RecommendResponse *r = cached_answer(a, cval, clen);
+        if (r && crc == GW_CACHE_STALE) {
+            /* Flagged: the answer of an older bundle, minute or TTL. */
+            Recpipe__V1__Degradation *d = rp_arena_alloc(a, (r->n_degraded + 1) * sizeof *d);
+            if (d) {
+                if (r->n_degraded) memcpy(d, r->degraded, r->n_degraded * sizeof *d);
+                d[r->n_degraded] = RECPIPE__V1__DEGRADATION__DEGRADATION_STALE;
+                r->degraded = d;
+                r->n_degraded++;
+            } else {
+                r = NULL;
+            }
+        }
         if (r) {
             r->cache_hit = true;
             r->request_id = (char *)rp_call_request_id(call);
@@ -1043,7 +1056,9 @@ int gw_service_start(const gw_service_config *cfg, gw_service **out, rp_error *e
     }
     gw_state_opts so = {.map_size = cfg->state_map_size, .history_len = cfg->history_len};
     if ((rc = gw_state_open(cfg->state_dir, &so, &s->state, err))) goto err;
-    gw_cache_config cc = {.max_entries = cfg->cache_entries, .ttl_s = cfg->cache_ttl_s};
+    gw_cache_config cc = {.max_entries = cfg->cache_entries,
+                          .ttl_s = cfg->cache_ttl_s,
+                          .stale_s = cfg->cache_stale_s};
     if ((rc = gw_cache_create(&cc, &s->cache))) {
         rp_errorf(err, rc, "cache: out of memory");
         goto err;

@@ -2,16 +2,28 @@
  * gw/cache.h — the gateway's answer cache: a bounded LRU with a time to live and
  * single-flight misses.
  *
- * A key is (user, request fingerprint, user state version, bundle versions hash): a
- * Feedback bumps the state version, so answers computed before it are never served
- * again; a reload changes the bundle hash. Values are opaque byte strings (the packed
- * answer), copied in and copied out.
+ * A key is (user, request fingerprint, user state version, generation): a Feedback
+ * bumps the state version, so answers computed before it are never served again; the
+ * generation (a hash of the bundle versions and the clock's minute) changes with a
+ * reload and every minute. Values are opaque byte strings (the packed answer), copied
+ * in and copied out.
  *
  * Single flight: when several threads miss on the same key at once, the first one
  * (the leader) computes the answer and the others wait for it, so identical
  * concurrent misses are computed once. The leader must end its flight with
  * gw_cache_fill or gw_cache_abandon; waiters of an abandoned flight get GW_CACHE_LEAD
  * in turn (one of them becomes the new leader).
+ *
+ * Stale while revalidate: while a flight is in progress, the others do not wait when
+ * an answer for the same user, fingerprint and state version exists from another
+ * generation or past its TTL (by at most stale_s): they get the newest such answer
+ * (GW_CACHE_STALE). So a reload, the turn of a minute or a TTL never makes every
+ * caller of a hot user wait for one computation (each waiter holds a request thread:
+ * after a reload that emptied the cache, the waiters of a few hot users held all of
+ * them and the gateway collapsed under a load it carried warm). A lookup with no flight
+ * in progress still leads: the first caller after a reload computes with the new
+ * bundle. A new state version never falls back (Feedback shows at once), and a fill
+ * drops the answers it supersedes.
  *
  * Thread-safe.
  */
@@ -28,22 +40,26 @@ typedef struct gw_cache_key {
     uint64_t user_id;
     uint64_t fingerprint;   /* hash of the request fields that shape the answer */
     uint64_t state_version; /* the user's state version when the answer was computed */
-    uint64_t bundles;       /* hash of the bundle versions that produced it */
+    uint64_t generation;    /* hash of the bundle versions that produce it and the
+                             * clock's minute */
 } gw_cache_key;
 
 typedef struct gw_cache_config {
     size_t max_entries; /* 0 = 10,000 */
     size_t max_bytes;   /* total value bytes; 0 = 64 MiB */
     double ttl_s;       /* 0 = 30 s; an entry older than this is a miss */
+    double stale_s;     /* how long past its TTL an answer may be served while a fresh
+                         * one is computed; 0 = ttl_s; < 0 = never */
 } gw_cache_config;
 
 typedef struct gw_cache_stats {
     uint64_t hits;
     uint64_t misses;      /* lookups that led a computation */
     uint64_t coalesced;   /* lookups that waited for another thread's computation */
+    uint64_t stale;       /* lookups answered GW_CACHE_STALE */
     uint64_t evictions;   /* entries pushed out by the size bounds */
-    uint64_t expired;     /* entries dropped because their TTL passed */
-    uint64_t entries;
+    uint64_t expired;     /* lookups that found their answer past its TTL */
+    uint64_t entries;     /* answers held (stale ones included) */
     uint64_t bytes;
 } gw_cache_stats;
 
@@ -57,14 +73,17 @@ void gw_cache_destroy(gw_cache *c);
 enum {
     GW_CACHE_HIT = 1,  /* *val / *len hold a copy of the answer, allocated from arena */
     GW_CACHE_LEAD = 2, /* a miss: the caller computes, then gw_cache_fill or _abandon */
+    GW_CACHE_STALE = 3, /* another thread is computing the answer; *val / *len hold a
+                         * copy of an older one (see above) */
 };
 
 /*
  * Looks key up at monotonic time now_ns. A hit copies the value into arena. A miss on a
- * key another thread is computing waits for that computation until wait_until_ns (a
- * monotonic deadline; UINT64_MAX = no limit), then reports its result. Returns
- * GW_CACHE_HIT, GW_CACHE_LEAD, RP_ETIMEDOUT (waited until wait_until_ns; the caller
- * should compute without caching) or RP_ENOMEM.
+ * key another thread is computing is answered with an older answer when there is one
+ * (GW_CACHE_STALE), or else waits for that computation until wait_until_ns (a
+ * monotonic deadline; UINT64_MAX = no limit) and reports its result. Returns
+ * GW_CACHE_HIT, GW_CACHE_STALE, GW_CACHE_LEAD, RP_ETIMEDOUT (waited until
+ * wait_until_ns; the caller should compute without caching) or RP_ENOMEM.
  */
 int gw_cache_get(gw_cache *c, const gw_cache_key *key, uint64_t now_ns, uint64_t wait_until_ns,
                  rp_arena *arena, void **val, size_t *len);
@@ -74,7 +93,8 @@ void gw_cache_fill(gw_cache *c, const gw_cache_key *key, uint64_t now_ns, const 
 /* Ends the caller's flight without a value (the computation failed or must not be
  * cached); waiters retry. */
 void gw_cache_abandon(gw_cache *c, const gw_cache_key *key);
-/* Drops every entry of a user (ForgetUser). Returns how many were dropped. */
+/* Drops every answer of a user (ForgetUser), stale ones included. Returns how many
+ * were dropped. */
 size_t gw_cache_drop_user(gw_cache *c, uint64_t user_id);
 
 void gw_cache_get_stats(gw_cache *c, gw_cache_stats *out);

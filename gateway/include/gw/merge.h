@@ -52,6 +52,7 @@ enum {
     GW_DEGRADED_RANKING_SKIPPED = 2,
     GW_DEGRADED_RETRIEVAL_FAILED = 3,
     GW_DEGRADED_COLD_START = 4,
+    GW_DEGRADED_STALE = 5,
 };
 
 /* Writes the degradation flags an outcome calls for into flags (room for 4) and returns

@@ -35,6 +35,9 @@ typedef struct gw_service_config {
     uint32_t history_len;    /* events kept per user; 0 = 200 */
     size_t cache_entries;    /* 0 = 10,000 */
     double cache_ttl_s;      /* 0 = 30 s */
+    double cache_stale_s;    /* an answer past its TTL (or of the previous bundle) may be
+                              * served for this long while it is recomputed (gw/cache.h);
+                              * 0 = cache_ttl_s; < 0 = never */
     int64_t default_deadline_ms; /* for callers that set none; <= 0 = 100 */
     double grace_s;          /* drain time on SIGTERM; <= 0 = 5 s */
     /* When set, ForgetUser and Admin.Reload require "authorization: Bearer <admin_token>"

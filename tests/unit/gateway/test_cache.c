@@ -1,4 +1,5 @@
-/* Tests gateway/src/cache.c: hits, misses, TTL, LRU bounds, single flight, drop_user. */
+/* Tests gateway/src/cache.c: hits, misses, TTL, LRU bounds, single flight, stale while
+ * revalidate, drop_user. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -14,7 +15,7 @@
 
 static gw_cache_key key(uint64_t user, uint64_t fp, uint64_t ver)
 {
-    return (gw_cache_key){.user_id = user, .fingerprint = fp, .state_version = ver, .bundles = 1};
+    return (gw_cache_key){.user_id = user, .fingerprint = fp, .state_version = ver, .generation = 1};
 }
 
 static void test_miss_fill_hit_and_version(void **state)
@@ -38,7 +39,7 @@ static void test_miss_fill_hit_and_version(void **state)
     assert_int_equal(gw_cache_get(c, &k2, t, UINT64_MAX, a, &v, &len), GW_CACHE_LEAD);
     gw_cache_abandon(c, &k2);
     k2 = k;
-    k2.bundles = 2;
+    k2.generation = 2;
     assert_int_equal(gw_cache_get(c, &k2, t, UINT64_MAX, a, &v, &len), GW_CACHE_LEAD);
     gw_cache_abandon(c, &k2);
     /* An abandoned flight leaves nothing: the next lookup leads again. */
@@ -74,7 +75,17 @@ static void test_ttl_expires(void **state)
     gw_cache_stats s;
     gw_cache_get_stats(c, &s);
     assert_int_equal(s.expired, 1);
+    assert_int_equal(s.entries, 1); /* kept as the fallback while it is recomputed */
+    gw_cache_abandon(c, &k);
+    /* Past TTL + stale (0.5 + 0.5 s) it is dropped, not served: the lookup leads and a
+     * second one waits for it. */
+    assert_int_equal(gw_cache_get(c, &k, t + 1100000000ull, UINT64_MAX, a, &v, &len), GW_CACHE_LEAD);
+    uint64_t t0 = rp_now_ns();
+    assert_int_equal(gw_cache_get(c, &k, t + 1100000000ull, t0 + 5000000ull, a, &v, &len),
+                     RP_ETIMEDOUT);
+    gw_cache_get_stats(c, &s);
     assert_int_equal(s.entries, 0);
+    assert_int_equal(s.stale, 0);
     gw_cache_abandon(c, &k);
     rp_arena_destroy(a);
     gw_cache_destroy(c);
@@ -190,6 +201,95 @@ static void test_waiter_times_out_and_abandon_hands_over(void **state)
     gw_cache_destroy(c);
 }
 
+static void test_stale_while_revalidate(void **state)
+{
+    (void)state;
+    gw_cache *c;
+    rp_arena *a;
+    gw_cache_config cfg = {.ttl_s = 1, .stale_s = 2};
+    assert_int_equal(gw_cache_create(&cfg, &c), RP_OK);
+    assert_int_equal(rp_arena_create(0, &a), RP_OK);
+    void *v;
+    size_t len;
+    uint64_t t = 10000000000ull, never = 0; /* wait_until 0: a waiter would time out */
+    gw_cache_key g1 = key(4, 4, 4), g2 = g1;
+    g2.generation = 2;
+    assert_int_equal(gw_cache_get(c, &g1, t, UINT64_MAX, a, &v, &len), GW_CACHE_LEAD);
+    gw_cache_fill(c, &g1, t, "old", 4);
+
+    /* A reload: the first caller computes with the new bundle; while it does, the
+     * others get the previous answer instead of waiting. */
+    assert_int_equal(gw_cache_get(c, &g2, t + 1, UINT64_MAX, a, &v, &len), GW_CACHE_LEAD);
+    assert_int_equal(gw_cache_get(c, &g2, t + 2, never, a, &v, &len), GW_CACHE_STALE);
+    assert_string_equal(v, "old");
+    /* Never across a state version: after Feedback everyone waits for the new answer. */
+    gw_cache_key v5 = g2;
+    v5.state_version = 5;
+    assert_int_equal(gw_cache_get(c, &v5, t + 3, UINT64_MAX, a, &v, &len), GW_CACHE_LEAD);
+    assert_int_equal(gw_cache_get(c, &v5, t + 3, never, a, &v, &len), RP_ETIMEDOUT);
+    gw_cache_abandon(c, &v5);
+    /* The fill supersedes the previous generation. */
+    gw_cache_fill(c, &g2, t + 4, "new", 4);
+    gw_cache_stats s;
+    gw_cache_get_stats(c, &s);
+    assert_int_equal(s.entries, 1);
+    assert_int_equal(s.stale, 1);
+    assert_int_equal(gw_cache_get(c, &g2, t + 5, UINT64_MAX, a, &v, &len), GW_CACHE_HIT);
+    assert_string_equal(v, "new");
+
+    /* Past the TTL: the first caller recomputes, the others get the answer meanwhile,
+     * for up to stale_s past the TTL. */
+    uint64_t t2 = t + 1500000000ull;
+    assert_int_equal(gw_cache_get(c, &g2, t2, UINT64_MAX, a, &v, &len), GW_CACHE_LEAD);
+    assert_int_equal(gw_cache_get(c, &g2, t2, never, a, &v, &len), GW_CACHE_STALE);
+    assert_string_equal(v, "new");
+    assert_int_equal(gw_cache_get(c, &g2, t + 3100000000ull, never, a, &v, &len), RP_ETIMEDOUT);
+    gw_cache_abandon(c, &g2);
+    gw_cache_get_stats(c, &s);
+    assert_int_equal(s.entries, 0); /* too old for anything: dropped */
+
+    /* ForgetUser drops the answer a flight kept as its fallback. */
+    assert_int_equal(gw_cache_get(c, &g1, t2, UINT64_MAX, a, &v, &len), GW_CACHE_LEAD);
+    gw_cache_fill(c, &g1, t2, "mine", 5);
+    assert_int_equal(gw_cache_get(c, &g2, t2 + 1, UINT64_MAX, a, &v, &len), GW_CACHE_LEAD);
+    assert_int_equal(gw_cache_drop_user(c, 4), 1);
+    assert_int_equal(gw_cache_get(c, &g2, t2 + 2, never, a, &v, &len), RP_ETIMEDOUT);
+    gw_cache_fill(c, &g2, t2 + 3, "again", 6);
+    assert_int_equal(gw_cache_get(c, &g2, t2 + 4, UINT64_MAX, a, &v, &len), GW_CACHE_HIT);
+    assert_string_equal(v, "again");
+
+    /* The size bound evicts a flight's fallback, not its flight. */
+    gw_cache_config one = {.max_entries = 1, .ttl_s = 1};
+    gw_cache *c1;
+    assert_int_equal(gw_cache_create(&one, &c1), RP_OK);
+    gw_cache_key u1 = key(1, 0, 0), u2 = key(2, 0, 0);
+    assert_int_equal(gw_cache_get(c1, &u1, t, UINT64_MAX, a, &v, &len), GW_CACHE_LEAD);
+    gw_cache_fill(c1, &u1, t, "a", 2);
+    assert_int_equal(gw_cache_get(c1, &u1, t2, UINT64_MAX, a, &v, &len), GW_CACHE_LEAD);
+    assert_int_equal(gw_cache_get(c1, &u2, t2, UINT64_MAX, a, &v, &len), GW_CACHE_LEAD);
+    gw_cache_fill(c1, &u2, t2, "b", 2); /* pushes u1's stale answer out */
+    assert_int_equal(gw_cache_get(c1, &u1, t2, never, a, &v, &len), RP_ETIMEDOUT);
+    gw_cache_fill(c1, &u1, t2 + 1, "c", 2); /* the flight still ends with a fill */
+    assert_int_equal(gw_cache_get(c1, &u1, t2 + 2, UINT64_MAX, a, &v, &len), GW_CACHE_HIT);
+    assert_string_equal(v, "c");
+    gw_cache_get_stats(c1, &s);
+    assert_int_equal(s.entries, 1);
+    gw_cache_destroy(c1);
+
+    /* stale_s < 0: waiters wait, as before. */
+    gw_cache_config off = {.ttl_s = 1, .stale_s = -1};
+    gw_cache *c2;
+    assert_int_equal(gw_cache_create(&off, &c2), RP_OK);
+    assert_int_equal(gw_cache_get(c2, &g1, t, UINT64_MAX, a, &v, &len), GW_CACHE_LEAD);
+    gw_cache_fill(c2, &g1, t, "old", 4);
+    assert_int_equal(gw_cache_get(c2, &g2, t + 1, UINT64_MAX, a, &v, &len), GW_CACHE_LEAD);
+    assert_int_equal(gw_cache_get(c2, &g2, t + 2, never, a, &v, &len), RP_ETIMEDOUT);
+    gw_cache_abandon(c2, &g2);
+    gw_cache_destroy(c2);
+    rp_arena_destroy(a);
+    gw_cache_destroy(c);
+}
+
 static void test_hash_is_fnv1a(void **state)
 {
     (void)state;
@@ -205,6 +305,7 @@ int main(void)
         cmocka_unit_test(test_lru_bounds_evict_least_recent),
         cmocka_unit_test(test_identical_concurrent_misses_computed_once),
         cmocka_unit_test(test_waiter_times_out_and_abandon_hands_over),
+        cmocka_unit_test(test_stale_while_revalidate),
         cmocka_unit_test(test_hash_is_fnv1a),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
