@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #define GW__HISTORY_DEFAULT 200
 #define GW__HISTORY_MAX 10000
@@ -25,23 +26,38 @@ typedef struct user_hdr {
     uint64_t version;
 } user_hdr;
 
+/* Less free space than this on the state's file system after a failed write: full. */
+#define GW__DISK_FULL_BYTES (1024 * 1024)
+
 #define EV_SIZE 24 /* item u64, ts i64, value f32, type u8, 3 pad */
 
 struct gw_state {
     MDB_env *env;
     MDB_dbi users, items, meta;
     uint32_t history_len;
+    char *dir;
 };
 
-static int lmdb_err(rp_error *err, int rc, const char *what)
+/* An LMDB failure, the state directory named. A full map or a full disk is RP_EFULL
+ * (RESOURCE_EXHAUSTED): the write transaction was aborted whole. */
+static int lmdb_err(const gw_state *st, rp_error *err, int rc, const char *what)
 {
-    int code = (rc == MDB_MAP_FULL || rc == MDB_TXN_FULL) ? RP_EFULL : RP_ELMDB;
-    if (code == RP_EFULL)
-        return rp_errorf(err, code,
-                         "user state: %s: %s (raise --state-map-size; nothing of this "
+    if (rc == MDB_MAP_FULL || rc == MDB_TXN_FULL)
+        return rp_errorf(err, RP_EFULL,
+                         "user state %s: %s: %s (raise --state-map-size; nothing of this "
                          "batch was stored)",
-                         what, mdb_strerror(rc));
-    return rp_errorf(err, code, "user state: %s: %s", what, mdb_strerror(rc));
+                         st->dir, what, mdb_strerror(rc));
+    /* LMDB reports a write cut short by a full disk as EIO: the free space tells. */
+    struct statvfs v;
+    bool disk_full = rc == ENOSPC || rc == EDQUOT ||
+                     (rc == EIO && statvfs(st->dir, &v) == 0 &&
+                      (uint64_t)v.f_bavail * v.f_frsize < GW__DISK_FULL_BYTES);
+    if (disk_full)
+        return rp_errorf(err, RP_EFULL,
+                         "user state %s: %s: %s (the disk is full: free some space; nothing "
+                         "of this batch was stored)",
+                         st->dir, what, mdb_strerror(rc));
+    return rp_errorf(err, RP_ELMDB, "user state %s: %s: %s", st->dir, what, mdb_strerror(rc));
 }
 
 static void pack_event(unsigned char *p, const gw_event *e)
@@ -96,15 +112,18 @@ int gw_state_open(const char *dir, const gw_state_opts *opts, gw_state **out, rp
         return rp_errorf(err, RP_EIO, "user state: cannot create %s: %s", dir, strerror(errno));
 
     st = calloc(1, sizeof *st);
-    if (!st) return rp_errorf(err, RP_ENOMEM, "user state: out of memory");
+    if (!st || !(st->dir = strdup(dir))) {
+        free(st);
+        return rp_errorf(err, RP_ENOMEM, "user state: out of memory");
+    }
     if ((rc = mdb_env_create(&st->env))) {
-        code = lmdb_err(err, rc, "mdb_env_create");
+        code = lmdb_err(st, err, rc, "mdb_env_create");
         goto err;
     }
     mdb_env_set_maxdbs(st->env, 4);
     mdb_env_set_maxreaders(st->env, 512);
     if ((rc = mdb_env_set_mapsize(st->env, map_size))) {
-        code = lmdb_err(err, rc, "map size");
+        code = lmdb_err(st, err, rc, "map size");
         goto err;
     }
     /* NOTLS: read transactions are short and may run on any request thread. */
@@ -113,19 +132,19 @@ int gw_state_open(const char *dir, const gw_state_opts *opts, gw_state **out, rp
         goto err;
     }
     if ((rc = mdb_txn_begin(st->env, NULL, 0, &txn))) {
-        code = lmdb_err(err, rc, "begin");
+        code = lmdb_err(st, err, rc, "begin");
         goto err;
     }
     if ((rc = mdb_dbi_open(txn, "users", MDB_CREATE | MDB_INTEGERKEY, &st->users)) ||
         (rc = mdb_dbi_open(txn, "items", MDB_CREATE | MDB_INTEGERKEY, &st->items)) ||
         (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &st->meta))) {
-        code = lmdb_err(err, rc, "open tables");
+        code = lmdb_err(st, err, rc, "open tables");
         goto txn_abort;
     }
     uint64_t stored_hl;
     int found;
     if ((rc = meta_get_u64(txn, st->meta, "history_len", &stored_hl, &found))) {
-        code = lmdb_err(err, rc, "read history_len");
+        code = lmdb_err(st, err, rc, "read history_len");
         goto txn_abort;
     }
     if (found) {
@@ -139,12 +158,12 @@ int gw_state_open(const char *dir, const gw_state_opts *opts, gw_state **out, rp
                     (unsigned long long)stored_hl, hl);
         hl = (uint32_t)stored_hl;
     } else if ((rc = meta_put_u64(txn, st->meta, "history_len", hl))) {
-        code = lmdb_err(err, rc, "write history_len");
+        code = lmdb_err(st, err, rc, "write history_len");
         goto txn_abort;
     }
     if ((rc = mdb_txn_commit(txn))) {
         txn = NULL;
-        code = lmdb_err(err, rc, "commit");
+        code = lmdb_err(st, err, rc, "commit");
         goto err;
     }
     st->history_len = hl;
@@ -155,6 +174,7 @@ txn_abort:
     mdb_txn_abort(txn);
 err:
     if (st->env) mdb_env_close(st->env);
+    free(st->dir);
     free(st);
     return code;
 }
@@ -163,6 +183,7 @@ void gw_state_close(gw_state *st)
 {
     if (!st) return;
     mdb_env_close(st->env);
+    free(st->dir);
     free(st);
 }
 
@@ -190,7 +211,7 @@ int gw_state_history(gw_state *st, uint64_t user_id, gw_event *out, size_t cap, 
     int rc;
     *n = 0;
     *version = 0;
-    if ((rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn))) return lmdb_err(err, rc, "begin");
+    if ((rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn))) return lmdb_err(st, err, rc, "begin");
     rc = mdb_get(txn, st->users, &k, &d);
     if (rc == MDB_NOTFOUND) {
         mdb_txn_abort(txn);
@@ -199,7 +220,7 @@ int gw_state_history(gw_state *st, uint64_t user_id, gw_event *out, size_t cap, 
     user_hdr h;
     if (rc || (rc = read_hdr(&d, &h))) {
         mdb_txn_abort(txn);
-        return lmdb_err(err, rc, "read user");
+        return lmdb_err(st, err, rc, "read user");
     }
     const unsigned char *ev = (const unsigned char *)d.mv_data + sizeof h;
     /* Oldest first: slot (start + i) % count, start = head when the ring is full. */
@@ -277,37 +298,37 @@ int gw_state_append(gw_state *st, const gw_user_event *events, size_t n, rp_erro
     buf = malloc(sizeof(user_hdr) + (size_t)st->history_len * EV_SIZE);
     if (!buf) return rp_errorf(err, RP_ENOMEM, "user state: out of memory");
     if ((rc = mdb_txn_begin(st->env, NULL, 0, &txn))) {
-        code = lmdb_err(err, rc, "begin");
+        code = lmdb_err(st, err, rc, "begin");
         goto out;
     }
     if ((rc = meta_get_u64(txn, st->meta, "seq", &seq, &found)) ||
         (rc = meta_get_u64(txn, st->meta, "events", &total, &found))) {
-        code = lmdb_err(err, rc, "read sequence");
+        code = lmdb_err(st, err, rc, "read sequence");
         goto txn_abort;
     }
     seq++;
     for (size_t i = 0; i < n; i++) {
         int grew = 0;
         if ((rc = append_one(st, txn, &events[i], seq, buf, &grew))) {
-            code = lmdb_err(err, rc, "store event");
+            code = lmdb_err(st, err, rc, "store event");
             rp_error_prefix(err, "event %zu", i);
             goto txn_abort;
         }
         total += (uint64_t)grew;
         if ((rc = bump_item(st, txn, &events[i].ev))) {
-            code = lmdb_err(err, rc, "count item");
+            code = lmdb_err(st, err, rc, "count item");
             rp_error_prefix(err, "event %zu", i);
             goto txn_abort;
         }
     }
     if ((rc = meta_put_u64(txn, st->meta, "seq", seq)) ||
         (rc = meta_put_u64(txn, st->meta, "events", total))) {
-        code = lmdb_err(err, rc, "write sequence");
+        code = lmdb_err(st, err, rc, "write sequence");
         goto txn_abort;
     }
     rc = mdb_txn_commit(txn);
     txn = NULL;
-    code = rc ? lmdb_err(err, rc, "commit") : RP_OK;
+    code = rc ? lmdb_err(st, err, rc, "commit") : RP_OK;
     goto out;
 
 txn_abort:
@@ -328,23 +349,23 @@ int gw_state_forget(gw_state *st, uint64_t user_id, bool *existed, uint32_t *eve
     uint64_t total;
     if (existed) *existed = false;
     if (events_deleted) *events_deleted = 0;
-    if ((rc = mdb_txn_begin(st->env, NULL, 0, &txn))) return lmdb_err(err, rc, "begin");
+    if ((rc = mdb_txn_begin(st->env, NULL, 0, &txn))) return lmdb_err(st, err, rc, "begin");
     rc = mdb_get(txn, st->users, &k, &d);
     if (rc == MDB_NOTFOUND) {
         mdb_txn_abort(txn);
         return RP_OK;
     }
     if (rc || (rc = read_hdr(&d, &h))) {
-        code = lmdb_err(err, rc, "read user");
+        code = lmdb_err(st, err, rc, "read user");
         goto txn_abort;
     }
     if ((rc = mdb_del(txn, st->users, &k, NULL)) ||
         (rc = meta_get_u64(txn, st->meta, "events", &total, &found)) ||
         (rc = meta_put_u64(txn, st->meta, "events", total >= h.count ? total - h.count : 0))) {
-        code = lmdb_err(err, rc, "delete user");
+        code = lmdb_err(st, err, rc, "delete user");
         goto txn_abort;
     }
-    if ((rc = mdb_txn_commit(txn))) return lmdb_err(err, rc, "commit");
+    if ((rc = mdb_txn_commit(txn))) return lmdb_err(st, err, rc, "commit");
     if (existed) *existed = true;
     if (events_deleted) *events_deleted = h.count;
     return RP_OK;
@@ -361,12 +382,12 @@ int gw_state_item_counts(gw_state *st, uint64_t item_id, gw_item_counts *out, rp
     MDB_val k = {sizeof key, &key}, d;
     int rc;
     memset(out, 0, sizeof *out);
-    if ((rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn))) return lmdb_err(err, rc, "begin");
+    if ((rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn))) return lmdb_err(st, err, rc, "begin");
     rc = mdb_get(txn, st->items, &k, &d);
     if (rc == 0 && d.mv_size != sizeof *out) rc = MDB_CORRUPTED;
     if (rc == 0) memcpy(out, d.mv_data, sizeof *out);
     mdb_txn_abort(txn);
-    if (rc && rc != MDB_NOTFOUND) return lmdb_err(err, rc, "read item");
+    if (rc && rc != MDB_NOTFOUND) return lmdb_err(st, err, rc, "read item");
     return RP_OK;
 }
 
@@ -375,11 +396,11 @@ int gw_state_stats(gw_state *st, uint64_t *users, uint64_t *events, rp_error *er
     MDB_txn *txn;
     MDB_stat s;
     int rc, found;
-    if ((rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn))) return lmdb_err(err, rc, "begin");
+    if ((rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn))) return lmdb_err(st, err, rc, "begin");
     if ((rc = mdb_stat(txn, st->users, &s)) ||
         (rc = meta_get_u64(txn, st->meta, "events", events, &found))) {
         mdb_txn_abort(txn);
-        return lmdb_err(err, rc, "stat");
+        return lmdb_err(st, err, rc, "stat");
     }
     *users = s.ms_entries;
     mdb_txn_abort(txn);

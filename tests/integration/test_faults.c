@@ -19,7 +19,9 @@
  * - Disk full during `recpipe build` (a real tmpfs in a mount namespace of the test's
  *   own, filled to several levels): the build fails naming the file and "No space left
  *   on device", nothing appears, the previous bundle is untouched, and with space back
- *   the same command builds.
+ *   the same command builds. The gateway's user state on the same full disk: Feedback
+ *   batches are refused (RP_EFULL, the state directory and the cause named) with nothing
+ *   of them stored, and with space back the same open store stores again.
  * (A corrupt bundle offered to Admin.Reload is a row of test_bad_input's table, whose
  * last test checks that the old bundle is still served.)
  */
@@ -928,7 +930,57 @@ static void test_disk_full_build(void **state)
     free(before);
 }
 
-/* The child: its own mount namespace, a tmpfs, the one test. */
+/* The user state (LMDB) on a full disk: every acknowledged batch is there, no refused
+ * one is, the error names the directory and the cause, and the open store recovers. */
+static void test_disk_full_state(void **state)
+{
+    (void)state;
+    char dir[400], filler[400];
+    snprintf(dir, sizeof dir, "%s/state", F.mnt);
+    snprintf(filler, sizeof filler, "%s/state-filler", F.mnt);
+    gw_state *st;
+    rp_error err = {0};
+    gw_state_opts o = {.history_len = 1000};
+    if (gw_state_open(dir, &o, &st, &err) != RP_OK) fail_msg("open: %s", err.msg);
+    fill_leaving(filler, 512 * 1024); /* room for some batches first */
+    enum { BATCH = 200 };
+    gw_user_event ev[BATCH];
+    uint64_t acked = 0, refused = 0;
+    int rc = RP_OK;
+    for (uint64_t b = 0; b < 5000 && rc == RP_OK; b++) {
+        for (int i = 0; i < BATCH; i++)
+            ev[i] = (gw_user_event){.user_id = b * BATCH + (uint64_t)i + 1,
+                                    .ev = {.item_id = (uint64_t)i + 1, .ts = 1600000000, .type = 1}};
+        rc = gw_state_append(st, ev, BATCH, &err);
+        if (rc == RP_OK) acked += BATCH;
+        else refused++;
+    }
+    fprintf(stderr, "disk full: user state stored %llu events, then: %s\n",
+            (unsigned long long)acked, rc ? err.msg : "(never full)");
+    assert_int_equal(refused, 1);
+    assert_int_equal(rc, RP_EFULL);
+    assert_true(acked > 0);
+    assert_non_null(strstr(err.msg, dir));
+    assert_non_null(strstr(err.msg, "the disk is full"));
+    uint64_t users = 0, events = 0;
+    assert_int_equal(gw_state_stats(st, &users, &events, &err), RP_OK);
+    assert_int_equal(events, acked); /* nothing of the refused batch */
+    /* A second try while still full is refused the same way. */
+    assert_int_equal(gw_state_append(st, ev, BATCH, &err), RP_EFULL);
+    /* Space is back: the same store takes the batch. */
+    unlink(filler);
+    if (gw_state_append(st, ev, BATCH, &err) != RP_OK) fail_msg("after space was made: %s", err.msg);
+    assert_int_equal(gw_state_stats(st, &users, &events, &err), RP_OK);
+    assert_int_equal(events, acked + BATCH);
+    gw_state_close(st);
+    /* And it reopens with everything acknowledged. */
+    assert_int_equal(gw_state_open(dir, &o, &st, &err), RP_OK);
+    assert_int_equal(gw_state_stats(st, &users, &events, &err), RP_OK);
+    assert_int_equal(events, acked + BATCH);
+    gw_state_close(st);
+}
+
+/* The child: its own mount namespace, a tmpfs, the tests that need a full disk. */
 static int disk_full_child(const char *dir)
 {
     rp_log_set_level(RP_LOG_ERROR);
@@ -952,7 +1004,8 @@ static int disk_full_child(const char *dir)
         fprintf(stderr, "disk full: mount tmpfs on %s: %s\n", F.mnt, strerror(errno));
         return errno == EPERM ? FULL_SKIP : 1;
     }
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_disk_full_build)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_disk_full_build),
+                                       cmocka_unit_test(test_disk_full_state)};
     return cmocka_run_group_tests_name("disk full (child)", tests, NULL, NULL);
 }
 
