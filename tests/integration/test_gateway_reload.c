@@ -4,7 +4,9 @@
  * symlink. A thread keeps calling Recommend while the gateway is reloaded 10 times
  * between the two versions (Admin.Reload with a path, with an empty path after the
  * symlink flips, and SIGHUP): no call fails and every answer names one of the two
- * versions. A corrupt bundle is refused with the file named and the old one keeps serving.
+ * versions. Callers of one user during reloads get the current bundle's answer or one
+ * flagged STALE. A corrupt bundle is refused with the file named and the old one keeps
+ * serving.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -351,10 +353,111 @@ static void test_corrupt_bundle_refused(void **state)
     assert_int_equal(s.seen[strcmp(cur, versions[0]) == 0 ? 0 : 1], s.calls);
 }
 
+/* ---- callers of one user while the gateway reloads ---- */
+
+#define HOT_THREADS 4
+#define HOT_USER 7
+
+typedef struct hot {
+    atomic_bool stop;
+    atomic_int current; /* index of the version whose Reload has returned */
+    atomic_uint epoch;  /* odd while a Reload is in progress */
+    atomic_ulong calls, stale, failed, unflagged_old;
+    char first_error[600];
+} hot;
+
+static bool has_flag(const Recpipe__V1__RecommendResponse *r, Recpipe__V1__Degradation d)
+{
+    for (size_t i = 0; i < r->n_degraded; i++)
+        if (r->degraded[i] == d) return true;
+    return false;
+}
+
+static void *hot_main(void *arg)
+{
+    hot *h = arg;
+    rp_client *c;
+    if (rp_client_create(NULL, &c, NULL) != RP_OK) {
+        atomic_fetch_add(&h->failed, 1);
+        return NULL;
+    }
+    rp_arena *a;
+    rp_arena_create(0, &a);
+    while (!atomic_load(&h->stop)) {
+        rp_arena_reset(a);
+        unsigned e1 = atomic_load(&h->epoch);
+        int cur = atomic_load(&h->current);
+        Recpipe__V1__RecommendRequest r = RECPIPE__V1__RECOMMEND_REQUEST__INIT;
+        r.user_id = HOT_USER;
+        r.count = 10;
+        ProtobufCMessage *resp = NULL;
+        rp_call_opts o = {.timeout_ms = 5000};
+        rp_status st;
+        atomic_fetch_add(&h->calls, 1);
+        if (rp_client_unary(c, T.gw, "/recpipe.v1.Recommender/Recommend", &r.base,
+                            &recpipe__v1__recommend_response__descriptor, a, &resp, &o, &st) != RP_OK) {
+            if (!atomic_fetch_add(&h->failed, 1))
+                snprintf(h->first_error, sizeof h->first_error, "Recommend: %s %s",
+                         rp_grpc_status_name(st.code), st.msg);
+            continue;
+        }
+        const Recpipe__V1__RecommendResponse *rr = (const Recpipe__V1__RecommendResponse *)resp;
+        bool stale = has_flag(rr, RECPIPE__V1__DEGRADATION__DEGRADATION_STALE);
+        if (stale) atomic_fetch_add(&h->stale, 1);
+        const char *v = rr->gateway_bundle_version ? rr->gateway_bundle_version : "";
+        /* When no reload ran from before the call to after it, an answer of another
+         * bundle than the current one must say that it is stale. */
+        bool settled = e1 % 2 == 0 && atomic_load(&h->epoch) == e1;
+        if (settled && !stale && strcmp(v, versions[cur]) != 0 &&
+            !atomic_fetch_add(&h->unflagged_old, 1))
+            snprintf(h->first_error, sizeof h->first_error,
+                     "an answer of %s without the STALE flag after the reload to %s", v,
+                     versions[cur]);
+    }
+    rp_arena_destroy(a);
+    rp_client_destroy(c);
+    return NULL;
+}
+
+static void test_callers_of_one_user_get_current_or_flagged_stale(void **state)
+{
+    (void)state;
+    char v[64];
+    status_version(v);
+    int cur = strcmp(v, versions[0]) == 0 ? 0 : 1;
+    assert_string_equal(v, versions[cur]);
+    hot h = {0};
+    atomic_store(&h.current, cur);
+    pthread_t th[HOT_THREADS];
+    for (int i = 0; i < HOT_THREADS; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, hot_main, &h), 0);
+    rp_sleep_ns(200000000ull);
+    for (int i = 0; i < 6; i++) {
+        cur = !cur;
+        rp_status st;
+        char now[64] = "";
+        atomic_fetch_add(&h.epoch, 1);
+        int rc = reload(T.bundle[cur], now, &st);
+        if (rc != RP_OK) fail_msg("reload %d: %s %s", i, rp_grpc_status_name(st.code), st.msg);
+        assert_string_equal(now, versions[cur]);
+        atomic_store(&h.current, cur);
+        atomic_fetch_add(&h.epoch, 1);
+        rp_sleep_ns(200000000ull);
+    }
+    atomic_store(&h.stop, true);
+    for (int i = 0; i < HOT_THREADS; i++) pthread_join(th[i], NULL);
+    fprintf(stderr, "%d callers of user %d over 6 reloads: %lu calls, %lu stale, %lu failed\n",
+            HOT_THREADS, HOT_USER, atomic_load(&h.calls), atomic_load(&h.stale),
+            atomic_load(&h.failed));
+    if (atomic_load(&h.failed) || atomic_load(&h.unflagged_old)) fail_msg("%s", h.first_error);
+    assert_true(atomic_load(&h.calls) >= 20);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reload_under_load),
+        cmocka_unit_test(test_callers_of_one_user_get_current_or_flagged_stale),
         cmocka_unit_test(test_corrupt_bundle_refused),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
