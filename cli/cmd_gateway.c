@@ -74,9 +74,9 @@ int cmd_gateway(int argc, char **argv)
         {"cache-ttl", RP_OPT_DURATION, &cache_ttl, "30s", 0.001, 86400, "cache time to live",
          false},
         {"cache-stale", RP_OPT_DURATION, &cache_stale, "30s", 0, 86400,
-         "while one call recomputes a user's answer (after a reload, a minute, the TTL), "
-         "the others get the old one (flagged STALE) if it is past its TTL by at most this; "
-         "0 = they wait",
+         "after a reload or past the TTL, while a user's answer is recomputed (or half the "
+         "request threads recompute others), callers get the old one (flagged STALE) if it "
+         "is past its TTL by at most this; 0 = they wait or compute",
          false},
         {"default-deadline", RP_OPT_DURATION, &deadline, "100ms", 0.001, 60,
          "deadline of Recommend calls that set none", false},

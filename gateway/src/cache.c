@@ -16,6 +16,7 @@ typedef struct entry {
     struct entry *hnext;            /* hash chain (the bucket of the key's base) */
     struct entry *prev, *next;      /* LRU list (entries with an answer), most recent first */
     bool flight;                    /* its answer is being computed */
+    bool refresh;                   /* ... and an older one exists (counted in refreshing) */
     bool has_val;
     uint64_t stored_ns;
     void *val;
@@ -32,6 +33,8 @@ struct gw_cache {
     uint64_t ttl_ns;
     uint64_t stale_ns; /* how long past the TTL an answer may still be a fallback */
     bool serve_stale;
+    size_t max_refresh; /* refresh flights at once */
+    size_t refreshing;
     gw_cache_stats st;
 };
 
@@ -78,6 +81,7 @@ int gw_cache_create(const gw_cache_config *cfg, gw_cache **out)
     double stale = cfg && cfg->stale_s != 0 ? cfg->stale_s : ttl;
     c->serve_stale = stale > 0;
     c->stale_ns = stale > 0 ? (uint64_t)(stale * 1e9) : 0;
+    c->max_refresh = cfg && cfg->max_refresh ? cfg->max_refresh : 4;
     c->nbuckets = 16;
     while (c->nbuckets < c->max_entries * 2 && c->nbuckets < ((size_t)1 << 24)) c->nbuckets <<= 1;
     c->buckets = calloc(c->nbuckets, sizeof *c->buckets);
@@ -203,6 +207,14 @@ static int copy_out(rp_arena *arena, const entry *e, void **val, size_t *len)
     return RP_OK;
 }
 
+/* Ends e's flight (the caller then fills or frees it). */
+static void end_flight(gw_cache *c, entry *e)
+{
+    e->flight = false;
+    if (e->refresh) c->refreshing--;
+    e->refresh = false;
+}
+
 int gw_cache_get(gw_cache *c, const gw_cache_key *key, uint64_t now_ns, uint64_t wait_until_ns,
                  rp_arena *arena, void **val, size_t *len)
 {
@@ -221,12 +233,24 @@ int gw_cache_get(gw_cache *c, const gw_cache_key *key, uint64_t now_ns, uint64_t
             rc = GW_CACHE_HIT;
             break;
         }
+        /* An older answer (this key's past its TTL, or another generation's). The walk
+         * drops answers too old to serve: look the key up again after it. */
+        entry *old = c->serve_stale ? find_stale(c, key, now_ns) : NULL;
+        e = find(c, key);
+        bool serve_old = old && ((e && e->flight) || c->refreshing >= c->max_refresh);
+        if (serve_old) {
+            /* Someone computes this answer, or enough refreshes run already. */
+            if ((rc = copy_out(arena, old, val, len))) break;
+            c->st.stale++;
+            rc = GW_CACHE_STALE;
+            break;
+        }
         if (!e || !e->flight) {
-            /* Nobody computes this answer: the caller does. An answer past its TTL stays
-             * as the others' fallback until the fill replaces it. */
-            if (e) {
+            /* The caller computes. An answer past its TTL stays as the others' fallback
+             * until the fill replaces it. */
+            if (e && e->has_val) {
                 c->st.expired++;
-            } else {
+            } else if (!e) {
                 e = calloc(1, sizeof *e);
                 if (!e) {
                     rc = RP_ENOMEM;
@@ -238,18 +262,15 @@ int gw_cache_get(gw_cache *c, const gw_cache_key *key, uint64_t now_ns, uint64_t
                 c->buckets[b] = e;
             }
             e->flight = true;
+            if (old) {
+                e->refresh = true;
+                c->refreshing++;
+            }
             c->st.misses++;
             rc = GW_CACHE_LEAD;
             break;
         }
-        /* Another thread is computing this answer: an older one, or wait for it. */
-        entry *old = c->serve_stale ? find_stale(c, key, now_ns) : NULL;
-        if (old) {
-            if ((rc = copy_out(arena, old, val, len))) break;
-            c->st.stale++;
-            rc = GW_CACHE_STALE;
-            break;
-        }
+        /* Another thread is computing this answer and there is no older one: wait. */
         if (!waited) c->st.coalesced++;
         waited = true;
         if (wait_until_ns == UINT64_MAX) {
@@ -287,7 +308,7 @@ void gw_cache_fill(gw_cache *c, const gw_cache_key *key, uint64_t now_ns, const 
     pthread_mutex_lock(&c->mu);
     entry *e = find(c, key);
     if (e && e->flight) {
-        e->flight = false;
+        end_flight(c, e);
         drop_val(c, e);
         if (!copy || len > c->max_bytes) {
             remove_entry(c, e);
@@ -322,7 +343,7 @@ void gw_cache_abandon(gw_cache *c, const gw_cache_key *key)
     pthread_mutex_lock(&c->mu);
     entry *e = find(c, key);
     if (e && e->flight) {
-        e->flight = false;
+        end_flight(c, e);
         if (!e->has_val) remove_entry(c, e);
     }
     pthread_cond_broadcast(&c->cv);

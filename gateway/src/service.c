@@ -123,20 +123,20 @@ static gw_pinned *pin(gw_service *s)
 
 /* The cache key's generation: the gateway's own bundle version and the downstream
  * versions last seen, so that a reload anywhere stops old answers from being served
- * (but as stale fallbacks, gw/cache.h), and the clock's minute (fresh items). */
-static uint64_t generation(gw_service *s, const gw__catalog *cat, int64_t now)
+ * (but as stale fallbacks, gw/cache.h). */
+static uint64_t generation(gw_service *s, const gw__catalog *cat)
 {
     char rv[64], kv[64];
     read_versions(s, rv, kv);
     uint64_t h = gw_hash(GW_HASH_INIT, cat->version, strlen(cat->version) + 1);
     h = gw_hash(h, rv, strnlen(rv, sizeof rv));
     h = gw_hash(h, "|", 1);
-    h = gw_hash(h, kv, strnlen(kv, sizeof kv));
-    int64_t minute = now / 60;
-    return gw_hash(h, &minute, sizeof minute);
+    return gw_hash(h, kv, strnlen(kv, sizeof kv));
 }
 
-/* The request fields that shape an answer (the clock is in the generation). */
+/* The request fields that shape an answer. A caller's own clock counts to the minute;
+ * without one, the TTL bounds how old the fresh items of an answer may be (a minute in
+ * the key would make every user's answer expire at once, every minute). */
 static uint64_t fingerprint(const Recpipe__V1__RecommendRequest *r, uint32_t count)
 {
     uint64_t h = GW_HASH_INIT;
@@ -145,6 +145,8 @@ static uint64_t fingerprint(const Recpipe__V1__RecommendRequest *r, uint32_t cou
     if (r->n_exclude_ids) h = gw_hash(h, r->exclude_ids, r->n_exclude_ids * sizeof *r->exclude_ids);
     uint8_t dbg = r->debug;
     h = gw_hash(h, &dbg, 1);
+    int64_t minute = r->now / 60;
+    h = gw_hash(h, &minute, sizeof minute);
     if (r->filter) {
         const Recpipe__V1__Filter *f = r->filter;
         for (size_t i = 0; i < f->n_include_categories; i++)
@@ -325,7 +327,7 @@ static int recommend_on(const gw__catalog *cat, rp_call *call, const ProtobufCMe
     gw_cache_key key = {.user_id = req->user_id,
                         .fingerprint = fingerprint(req, count),
                         .state_version = version,
-                        .generation = generation(s, cat, now)};
+                        .generation = generation(s, cat)};
     void *cval;
     size_t clen;
     int crc = gw_cache_get(s->cache, &key, t0, deadline - budget / 2, a, &cval, &clen);
@@ -333,7 +335,7 @@ static int recommend_on(const gw__catalog *cat, rp_call *call, const ProtobufCMe
     if (crc == GW_CACHE_HIT || crc == GW_CACHE_STALE) {
         Recpipe__V1__RecommendResponse *r = cached_answer(a, cval, clen);
         if (r && crc == GW_CACHE_STALE) {
-            /* Flagged: the answer of an older bundle, minute or TTL. */
+            /* Flagged: the answer of an older bundle, or past its TTL. */
             Recpipe__V1__Degradation *d = rp_arena_alloc(a, (r->n_degraded + 1) * sizeof *d);
             if (d) {
                 if (r->n_degraded) memcpy(d, r->degraded, r->n_degraded * sizeof *d);
@@ -1056,9 +1058,13 @@ int gw_service_start(const gw_service_config *cfg, gw_service **out, rp_error *e
     }
     gw_state_opts so = {.map_size = cfg->state_map_size, .history_len = cfg->history_len};
     if ((rc = gw_state_open(cfg->state_dir, &so, &s->state, err))) goto err;
+    /* Half the request threads may recompute answers that have a stale fallback; the
+     * rest serve hits meanwhile. */
+    int threads = cfg->threads > 0 ? cfg->threads : 8;
     gw_cache_config cc = {.max_entries = cfg->cache_entries,
                           .ttl_s = cfg->cache_ttl_s,
-                          .stale_s = cfg->cache_stale_s};
+                          .stale_s = cfg->cache_stale_s,
+                          .max_refresh = (size_t)(threads > 1 ? threads / 2 : 1)};
     if ((rc = gw_cache_create(&cc, &s->cache))) {
         rp_errorf(err, rc, "cache: out of memory");
         goto err;
@@ -1067,7 +1073,7 @@ int gw_service_start(const gw_service_config *cfg, gw_service **out, rp_error *e
     rp_server_config sc = {.service = "gateway",
                            .version = "0.1.0",
                            .listen = cfg->listen,
-                           .threads = cfg->threads > 0 ? cfg->threads : 8,
+                           .threads = threads,
                            .grace_s = s->grace_s,
                            .status_hook = status_hook,
                            .status_user = s,

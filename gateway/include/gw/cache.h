@@ -4,8 +4,7 @@
  *
  * A key is (user, request fingerprint, user state version, generation): a Feedback
  * bumps the state version, so answers computed before it are never served again; the
- * generation (a hash of the bundle versions and the clock's minute) changes with a
- * reload and every minute. Values are opaque byte strings (the packed answer), copied
+ * generation (a hash of the bundle versions) changes with a reload. Values are opaque byte strings (the packed answer), copied
  * in and copied out.
  *
  * Single flight: when several threads miss on the same key at once, the first one
@@ -14,16 +13,17 @@
  * gw_cache_fill or gw_cache_abandon; waiters of an abandoned flight get GW_CACHE_LEAD
  * in turn (one of them becomes the new leader).
  *
- * Stale while revalidate: while a flight is in progress, the others do not wait when
- * an answer for the same user, fingerprint and state version exists from another
- * generation or past its TTL (by at most stale_s): they get the newest such answer
- * (GW_CACHE_STALE). So a reload, the turn of a minute or a TTL never makes every
- * caller of a hot user wait for one computation (each waiter holds a request thread:
- * after a reload that emptied the cache, the waiters of a few hot users held all of
- * them and the gateway collapsed under a load it carried warm). A lookup with no flight
- * in progress still leads: the first caller after a reload computes with the new
- * bundle. A new state version never falls back (Feedback shows at once), and a fill
- * drops the answers it supersedes.
+ * Stale while revalidate: an answer for the same user, fingerprint and state version
+ * from another generation, or past its TTL by at most stale_s, is an older answer. A
+ * lookup that finds one gets it (GW_CACHE_STALE) instead of waiting while another
+ * thread computes the current answer, and instead of computing when max_refresh such
+ * recomputations are in flight already. So a reload (which changes every key at once)
+ * or a TTL never makes every caller wait for a computation nor every request thread
+ * compute at once: each waiter holds a request thread, and the storm of recomputations
+ * after a reload held all of them while cheap hits queued behind. With fewer than
+ * max_refresh in flight a lookup still leads: the first caller after a reload computes
+ * with the new bundle. A new state version never falls back (Feedback shows at once),
+ * and a fill drops the answers it supersedes.
  *
  * Thread-safe.
  */
@@ -40,8 +40,7 @@ typedef struct gw_cache_key {
     uint64_t user_id;
     uint64_t fingerprint;   /* hash of the request fields that shape the answer */
     uint64_t state_version; /* the user's state version when the answer was computed */
-    uint64_t generation;    /* hash of the bundle versions that produce it and the
-                             * clock's minute */
+    uint64_t generation;    /* hash of the bundle versions that produce it */
 } gw_cache_key;
 
 typedef struct gw_cache_config {
@@ -50,6 +49,8 @@ typedef struct gw_cache_config {
     double ttl_s;       /* 0 = 30 s; an entry older than this is a miss */
     double stale_s;     /* how long past its TTL an answer may be served while a fresh
                          * one is computed; 0 = ttl_s; < 0 = never */
+    size_t max_refresh; /* recomputations of answers that have an older one, at once;
+                         * 0 = 4 */
 } gw_cache_config;
 
 typedef struct gw_cache_stats {
@@ -73,17 +74,17 @@ void gw_cache_destroy(gw_cache *c);
 enum {
     GW_CACHE_HIT = 1,  /* *val / *len hold a copy of the answer, allocated from arena */
     GW_CACHE_LEAD = 2, /* a miss: the caller computes, then gw_cache_fill or _abandon */
-    GW_CACHE_STALE = 3, /* another thread is computing the answer; *val / *len hold a
-                         * copy of an older one (see above) */
+    GW_CACHE_STALE = 3, /* *val / *len hold a copy of an older answer (see above) */
 };
 
 /*
- * Looks key up at monotonic time now_ns. A hit copies the value into arena. A miss on a
- * key another thread is computing is answered with an older answer when there is one
- * (GW_CACHE_STALE), or else waits for that computation until wait_until_ns (a
- * monotonic deadline; UINT64_MAX = no limit) and reports its result. Returns
- * GW_CACHE_HIT, GW_CACHE_STALE, GW_CACHE_LEAD, RP_ETIMEDOUT (waited until
- * wait_until_ns; the caller should compute without caching) or RP_ENOMEM.
+ * Looks key up at monotonic time now_ns. A hit copies the value into arena. A miss is
+ * answered with an older answer when the rules above allow (GW_CACHE_STALE); or else,
+ * on a key another thread is computing, waits for that computation until
+ * wait_until_ns (a monotonic deadline; UINT64_MAX = no limit) and reports its result;
+ * or makes the caller the leader. Returns GW_CACHE_HIT, GW_CACHE_STALE, GW_CACHE_LEAD,
+ * RP_ETIMEDOUT (waited until wait_until_ns; the caller should compute without caching)
+ * or RP_ENOMEM.
  */
 int gw_cache_get(gw_cache *c, const gw_cache_key *key, uint64_t now_ns, uint64_t wait_until_ns,
                  rp_arena *arena, void **val, size_t *len);

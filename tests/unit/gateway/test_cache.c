@@ -290,6 +290,53 @@ static void test_stale_while_revalidate(void **state)
     gw_cache_destroy(c);
 }
 
+static void test_refreshes_are_capped(void **state)
+{
+    (void)state;
+    gw_cache *c;
+    rp_arena *a;
+    gw_cache_config cfg = {.ttl_s = 10, .max_refresh = 1};
+    assert_int_equal(gw_cache_create(&cfg, &c), RP_OK);
+    assert_int_equal(rp_arena_create(0, &a), RP_OK);
+    void *v;
+    size_t len;
+    uint64_t t = 1000;
+    gw_cache_key a1 = key(1, 0, 0), b1 = key(2, 0, 0), c2 = key(3, 0, 0);
+    assert_int_equal(gw_cache_get(c, &a1, t, UINT64_MAX, a, &v, &len), GW_CACHE_LEAD);
+    gw_cache_fill(c, &a1, t, "a1", 3);
+    assert_int_equal(gw_cache_get(c, &b1, t, UINT64_MAX, a, &v, &len), GW_CACHE_LEAD);
+    gw_cache_fill(c, &b1, t, "b1", 3);
+    /* A reload: every key changes. One refresh at a time; the others get the old answer. */
+    gw_cache_key a2 = a1, b2 = b1;
+    a2.generation = b2.generation = c2.generation = 2;
+    assert_int_equal(gw_cache_get(c, &a2, t + 1, UINT64_MAX, a, &v, &len), GW_CACHE_LEAD);
+    assert_int_equal(gw_cache_get(c, &b2, t + 1, UINT64_MAX, a, &v, &len), GW_CACHE_STALE);
+    assert_string_equal(v, "b1");
+    /* A user with no older answer is never held back by the cap. */
+    assert_int_equal(gw_cache_get(c, &c2, t + 1, UINT64_MAX, a, &v, &len), GW_CACHE_LEAD);
+    gw_cache_abandon(c, &c2);
+    /* The refresh ends (filled): the next one may start. */
+    gw_cache_fill(c, &a2, t + 2, "a2", 3);
+    assert_int_equal(gw_cache_get(c, &b2, t + 3, UINT64_MAX, a, &v, &len), GW_CACHE_LEAD);
+    assert_int_equal(gw_cache_get(c, &a2, t + 3, UINT64_MAX, a, &v, &len), GW_CACHE_HIT);
+    assert_string_equal(v, "a2");
+    /* Abandoned, it frees its place too. */
+    gw_cache_abandon(c, &b2);
+    gw_cache_key a3 = a2;
+    a3.generation = 3;
+    assert_int_equal(gw_cache_get(c, &a3, t + 4, UINT64_MAX, a, &v, &len), GW_CACHE_LEAD);
+    assert_int_equal(gw_cache_get(c, &b2, t + 4, UINT64_MAX, a, &v, &len), GW_CACHE_STALE);
+    gw_cache_abandon(c, &a3);
+    assert_int_equal(gw_cache_get(c, &b2, t + 5, UINT64_MAX, a, &v, &len), GW_CACHE_LEAD);
+    gw_cache_fill(c, &b2, t + 5, "b2", 3);
+    gw_cache_stats s;
+    gw_cache_get_stats(c, &s);
+    assert_int_equal(s.stale, 2);
+    assert_int_equal(s.entries, 2); /* a2 and b2: a1 and b1 were superseded */
+    rp_arena_destroy(a);
+    gw_cache_destroy(c);
+}
+
 static void test_hash_is_fnv1a(void **state)
 {
     (void)state;
@@ -306,6 +353,7 @@ int main(void)
         cmocka_unit_test(test_identical_concurrent_misses_computed_once),
         cmocka_unit_test(test_waiter_times_out_and_abandon_hands_over),
         cmocka_unit_test(test_stale_while_revalidate),
+        cmocka_unit_test(test_refreshes_are_capped),
         cmocka_unit_test(test_hash_is_fnv1a),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
