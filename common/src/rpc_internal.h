@@ -31,6 +31,7 @@ typedef struct rp__method {
     void *handle; /* grpc_server_register_method */
     bool admin;   /* bearer token required */
     bool exempt;  /* health checks: not subject to the in-flight cap */
+    bool io;      /* waits on disk: runs in the I/O lane (rp_server_config.io_methods) */
     rp_series *duration;                /* recpipe_rpc_duration_seconds */
     _Atomic(rp_series *) calls[17];     /* recpipe_rpc_calls_total by status, lazily */
 } rp__method;
@@ -113,8 +114,12 @@ struct rp_server {
     pthread_t admit_thread;
     bool admit_started;
     rp__tag token;
-    pthread_mutex_t qmu; /* guards queue (its target 0: no shedding, strict FIFO) */
-    rp__queue queue;
+    pthread_mutex_t qmu; /* guards queue, io_queue and io_running */
+    rp__queue queue;     /* its target 0: no shedding, strict FIFO */
+    /* The I/O lane: calls of io methods wait here, and at most io_max of them run at
+     * once, so that a stalled disk holds io_max workers, not all of them. */
+    rp__queue io_queue;
+    int io_max, io_running;
     int worker_nice; /* 0: workers at the process's priority */
     rp_series *m_shed_queue;
     /* The heap trimmer (malloc_trim every RP__HEAP_TRIM_S), stopped under mu. */

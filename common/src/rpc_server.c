@@ -436,11 +436,11 @@ static void queue_push(rp_server *s, rp_call *c)
      * (c may then be reused): keep the grpc_call alive for the token's batch. */
     grpc_call *gc = c->call;
     grpc_call_ref(gc);
+    rp__queue *q = c->method->io ? &s->io_queue : &s->queue;
     pthread_mutex_lock(&s->qmu);
-    for (rp__qnode *n; nexp < EXPIRE_MAX &&
-                       (n = rp__queue_expire(&s->queue, c->t_start_ns, &tk[nexp]));)
+    for (rp__qnode *n; nexp < EXPIRE_MAX && (n = rp__queue_expire(q, c->t_start_ns, &tk[nexp]));)
         expired[nexp++] = RP__CONTAINER(n, rp_call, qnode);
-    rp__queue_push(&s->queue, &c->qnode, c->t_start_ns);
+    rp__queue_push(q, &c->qnode, c->t_start_ns);
     pthread_mutex_unlock(&s->qmu);
     for (size_t i = 0; i < nexp; i++) shed(s, expired[i], &tk[i]);
     grpc_call_error e = grpc_call_start_batch(gc, NULL, 0, &s->token, NULL);
@@ -448,7 +448,7 @@ static void queue_push(rp_server *s, rp_call *c)
     if (e != GRPC_CALL_OK) {
         /* One call too many is queued now (whichever: they are alike to the tokens). */
         pthread_mutex_lock(&s->qmu);
-        rp__qnode *n = rp__queue_pop_tail(&s->queue);
+        rp__qnode *n = rp__queue_pop_tail(q);
         pthread_mutex_unlock(&s->qmu);
         if (n) answer(RP__CONTAINER(n, rp_call, qnode), RP_GRPC_INTERNAL,
                       "the call could not be queued to a worker");
@@ -496,30 +496,55 @@ static void on_arrived(rp__tag *t, bool ok)
     queue_push(s, c);
 }
 
-/* On a worker: the completion of one token, the turn of one queued call. */
+/* Under qmu: the call whose turn it is, of whichever queue's head came first (the I/O
+ * lane's only while fewer than io_max of its calls run; *io says which). */
+static rp__qnode *take_next(rp_server *s, uint64_t now_ns, rp__qtake *tk, bool *io)
+{
+    bool io_ok = s->io_queue.len > 0 && s->io_running < s->io_max;
+    bool main_ok = s->queue.len > 0;
+    if (!io_ok && !main_ok) return NULL;
+    *io = io_ok && (!main_ok || s->io_queue.head->arrived_ns <= s->queue.head->arrived_ns);
+    rp__qnode *n = rp__queue_take(*io ? &s->io_queue : &s->queue, now_ns, tk);
+    if (n && *io && !tk->shed) s->io_running++;
+    return n;
+}
+
+/* On a worker: the completion of one token. Each queued call started one; the worker
+ * runs calls until none may run now. Tokens and calls need not pair up: a call of the
+ * I/O lane may wait while io_max of its kind run (its token then finds nothing to do),
+ * and a worker ending a lane call takes it on; a token whose call was shed on the
+ * arrival of a later one, or run by another worker, finds another call or none. */
 static void on_token(rp__tag *t, bool ok)
 {
     rp_server *s = RP__CONTAINER(t, rp_server, token);
     (void)ok; /* an empty batch always completes */
-    rp__qtake tk;
-    pthread_mutex_lock(&s->qmu);
-    rp__qnode *n = rp__queue_take(&s->queue, rp_now_ns(), &tk);
-    pthread_mutex_unlock(&s->qmu);
-    if (!n) return; /* its call was shed on arrival of a later one */
-    rp_call *c = RP__CONTAINER(n, rp_call, qnode);
-    if (tk.shed) {
-        shed(s, c, &tk);
-        return;
+    for (;;) {
+        rp__qtake tk;
+        bool io = false;
+        pthread_mutex_lock(&s->qmu);
+        rp__qnode *n = take_next(s, rp_now_ns(), &tk, &io);
+        pthread_mutex_unlock(&s->qmu);
+        if (!n) return;
+        rp_call *c = RP__CONTAINER(n, rp_call, qnode);
+        if (tk.shed) {
+            shed(s, c, &tk);
+            continue;
+        }
+        if (c->deadline_ns <= rp_now_ns()) {
+            /* It waited for a worker past its deadline: the caller has given up already. */
+            char msg[600];
+            snprintf(msg, sizeof msg, "%s: the deadline passed before a worker was free",
+                     c->method->m.path);
+            answer(c, RP_GRPC_DEADLINE_EXCEEDED, msg);
+        } else {
+            serve_unary(c);
+        }
+        if (io) {
+            pthread_mutex_lock(&s->qmu);
+            s->io_running--;
+            pthread_mutex_unlock(&s->qmu);
+        }
     }
-    if (c->deadline_ns <= rp_now_ns()) {
-        /* It waited for a worker past its deadline: the caller has given up already. */
-        char msg[600];
-        snprintf(msg, sizeof msg, "%s: the deadline passed before a worker was free",
-                 c->method->m.path);
-        answer(c, RP_GRPC_DEADLINE_EXCEEDED, msg);
-        return;
-    }
-    serve_unary(c);
 }
 
 /* The heap trimmer. */
@@ -628,7 +653,8 @@ static bool has_path(const rp_method *methods, size_t n, const char *path)
 
 /* The service's table, then each built-in the table does not override. */
 static int build_methods(rp_server *s, const rp_method *methods, size_t n,
-                         const char *const *extra_admin, rp_error *err)
+                         const char *const *extra_admin, const char *const *io_methods,
+                         rp_error *err)
 {
     const rp_method builtins[] = {
         {health_check_path, &grpc__health__v1__health_check_request__descriptor,
@@ -678,6 +704,8 @@ static int build_methods(rp_server *s, const rp_method *methods, size_t n,
         rp__method *m = &s->methods[i];
         for (size_t k = 0; extra_admin && extra_admin[k]; k++)
             if (!strcmp(m->m.path, extra_admin[k])) m->admin = true;
+        for (size_t k = 0; io_methods && io_methods[k]; k++)
+            if (!strcmp(m->m.path, io_methods[k])) m->io = true;
         for (size_t k = 0; k < sizeof admin_paths / sizeof admin_paths[0]; k++)
             if (!strcmp(m->m.path, admin_paths[k])) m->admin = true;
         m->exempt = !strcmp(m->m.path, health_check_path) || !strcmp(m->m.path, health_watch_path);
@@ -847,6 +875,10 @@ int rp_server_start(const rp_server_config *cfg, const rp_method *methods, size_
     if (qi <= 0) qi = ops_set && oi > 0 ? oi : 100.0;
     /* Off: target 0 (the interval is then unused). */
     rp__queue_init(&s->queue, qt > 0 ? (uint64_t)(qt * 1e6) : 0, qt > 0 ? (uint64_t)(qi * 1e6) : 0);
+    rp__queue_init(&s->io_queue, s->queue.target_ns, s->queue.interval_ns);
+    s->io_max = cfg->io_threads > 0 ? cfg->io_threads : s->nthreads / 4;
+    if (s->io_max < 1) s->io_max = 1;
+    if (s->io_max > s->nthreads) s->io_max = s->nthreads;
     s->worker_nice = cfg->worker_nice > 0 ? cfg->worker_nice
                      : cfg->worker_nice < 0 ? 0 : rp_ops_worker_nice();
     if (s->worker_nice > 19) s->worker_nice = 19;
@@ -877,7 +909,8 @@ int rp_server_start(const rp_server_config *cfg, const rp_method *methods, size_
         rc = rp_errorf(err, RP_ENOMEM, "out of memory for the server");
         goto fail;
     }
-    if ((rc = build_methods(s, methods, n, cfg->admin_methods, err)) != RP_OK) goto fail;
+    if ((rc = build_methods(s, methods, n, cfg->admin_methods, cfg->io_methods, err)) != RP_OK)
+        goto fail;
 
     grpc_arg args[3];
     args[2].type = GRPC_ARG_INTEGER;
@@ -975,11 +1008,11 @@ int rp_server_start(const rp_server_config *cfg, const rp_method *methods, size_
     snprintf(fields + fl, sizeof fields - fl,
              "\",\"port\":%d,\"threads\":%d,\"tls\":\"%s\",\"admin_token\":%s,"
              "\"max_in_flight\":%" PRId64 ",\"max_streams\":%d,\"queue_target_ms\":%.1f,"
-             "\"queue_interval_ms\":%.1f,\"worker_nice\":%d",
+             "\"queue_interval_ms\":%.1f,\"worker_nice\":%d,\"io_threads\":%d",
              s->port, s->nthreads, s->mtls ? "mutual" : s->tls ? "on" : "off",
              s->admin_token ? "true" : "false", s->max_in_flight, max_streams,
              (double)s->queue.target_ns / 1e6, (double)s->queue.interval_ns / 1e6,
-             s->worker_nice);
+             s->worker_nice, s->io_max);
     if (rp_metrics_add_hook(metrics_hook, s) == RP_OK) s->metrics_hooked = true;
     rp_logx(RP_LOG_INFO, "rpc", fields, "listening on %s",
             s->bound_address ? s->bound_address : s->listen);

@@ -171,6 +171,13 @@ typedef struct rp_server_config {
      * shed, not unseen in socket buffers. 0 = the process default (rp_ops:
      * --worker-nice; 0 unless set); < 0 = same priority. */
     int worker_nice;
+    /* Methods whose handlers wait on the disk (durable writes), NULL-terminated; may be
+     * NULL. They wait in a queue of their own (same policy) and at most io_threads of
+     * them run at once: an fsync that stalls for a second holds those workers, while
+     * the others keep answering everything else. 0 = a quarter of the threads, at
+     * least 1. */
+    const char *const *io_methods;
+    int io_threads;
 } rp_server_config;
 
 #define RP_DEFAULT_MAX_MESSAGE_BYTES (4 * 1024 * 1024)

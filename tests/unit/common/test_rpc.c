@@ -27,6 +27,7 @@
 
 #define ECHO "/recpipe.test.Echo/Echo"
 #define WRONG "/recpipe.test.Echo/Wrong"
+#define SLOW "/recpipe.test.Echo/Slow" /* in the I/O lane of test_io_lane's server */
 
 /* Assertion that prints the rp code and the status message. */
 #define E(expr, want, st)                                                                      \
@@ -40,6 +41,8 @@
 static rp_server *srv;
 static atomic_int sleepers;   /* handlers that started sleeping */
 static atomic_int echo_calls; /* handler runs of "count" */
+static atomic_int gate_running, gate_max; /* handlers inside "gate" now, at most */
+static atomic_bool gate_open;
 static char target[64];
 static rp_client *cli;
 
@@ -71,6 +74,13 @@ static int echo(rp_call *call, const ProtobufCMessage *req, ProtobufCMessage **r
         out->load_seconds = (double)rp_call_remaining_ms(call);
     } else if (!strcmp(cmd, "count")) {
         atomic_fetch_add(&echo_calls, 1);
+    } else if (!strcmp(cmd, "gate")) {
+        /* Blocks until the test opens the gate: a handler stuck on a stalled disk. */
+        int now = atomic_fetch_add(&gate_running, 1) + 1;
+        for (int m = atomic_load(&gate_max); now > m && !atomic_compare_exchange_weak(&gate_max, &m, now);) {}
+        while (!atomic_load(&gate_open)) rp_sleep_ns(1000000ull);
+        atomic_fetch_sub(&gate_running, 1);
+        out->bundle_version = "through";
     } else if (!strcmp(cmd, "port")) {
         out->load_seconds = rp_server_port(rp_call_server(call));
     } else if (!strcmp(cmd, "peer")) {
@@ -597,6 +607,89 @@ static void test_drain_completes_in_flight_calls(void **state)
     rp_server_destroy(s);
 }
 
+typedef struct lane_ctx {
+    const char *target;
+    tally t;
+} lane_ctx;
+
+/* Four calls of the io method, driven until all are answered. */
+static void *lane_client(void *arg)
+{
+    lane_ctx *d = arg;
+    rp_async *as;
+    rp_error err = {0};
+    rp_async_create(cli, &as, &err);
+    rp_arena *arena;
+    rp_arena_create(0, &arena);
+    Recpipe__V1__ReloadRequest req = RECPIPE__V1__RELOAD_REQUEST__INIT;
+    req.bundle_path = "gate";
+    rp_call_opts o = {.timeout_ms = 20000};
+    for (int i = 0; i < 4; i++)
+        rp_async_start(as, d->target, SLOW, &req.base, &recpipe__v1__reload_response__descriptor,
+                       arena, &o, count_cb, &d->t, &err);
+    rp_async_wait(as, -1);
+    rp_async_destroy(as);
+    rp_arena_destroy(arena);
+    return NULL;
+}
+
+/* The I/O lane: four calls of an io method stuck on a closed gate hold one of the four
+ * workers (io_threads 1); a call of another method is answered meanwhile; once the gate
+ * opens the four are answered, one at a time. */
+static void test_io_lane(void **state)
+{
+    (void)state;
+    static const rp_method lane_methods[] = {
+        {ECHO, &recpipe__v1__reload_request__descriptor, &recpipe__v1__reload_response__descriptor,
+         echo, NULL},
+        {SLOW, &recpipe__v1__reload_request__descriptor, &recpipe__v1__reload_response__descriptor,
+         echo, NULL},
+    };
+    static const char *const io[] = {SLOW, NULL};
+    rp_server_config cfg = {.service = "echo", .listen = "127.0.0.1:0", .threads = 4,
+                            .io_methods = io, .io_threads = 1};
+    rp_server *s;
+    rp_error err = {0};
+    if (rp_server_start(&cfg, lane_methods, 2, &s, &err) != RP_OK)
+        fail_msg("rp_server_start: %s", rp_error_text(&err));
+    char t[64];
+    snprintf(t, sizeof t, "127.0.0.1:%d", rp_server_port(s));
+    atomic_store(&gate_running, 0);
+    atomic_store(&gate_max, 0);
+    atomic_store(&gate_open, false);
+
+    lane_ctx d = {.target = t, .t = {.mu = PTHREAD_MUTEX_INITIALIZER}};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, lane_client, &d), 0);
+    /* One handler at the gate, then time for the others to arrive: they must wait in
+     * the lane, not run. */
+    for (int i = 0; i < 500 && atomic_load(&gate_running) < 1; i++) rp_sleep_ns(10000000ull);
+    assert_int_equal(atomic_load(&gate_running), 1);
+    rp_sleep_ns(200000000ull);
+    assert_int_equal(atomic_load(&gate_max), 1);
+    pthread_mutex_lock(&d.t.mu);
+    assert_int_equal(d.t.done, 0);
+    pthread_mutex_unlock(&d.t.mu);
+
+    /* Another method is served meanwhile (without the lane, all four workers would be
+     * at the gate and this call would wait for them). */
+    rp_arena *a;
+    rp_arena_create(0, &a);
+    Recpipe__V1__ReloadResponse *r;
+    rp_status st;
+    rp_call_opts fast = {.timeout_ms = 2000};
+    E(call_echo(t, "echo:past the lane", a, &fast, &r, &st), RP_OK, st);
+    assert_string_equal(r->bundle_version, "past the lane");
+
+    atomic_store(&gate_open, true);
+    pthread_join(th, NULL);
+    assert_int_equal(d.t.done, 4);
+    assert_int_equal(d.t.ok, 4);
+    assert_int_equal(atomic_load(&gate_max), 1);
+    rp_arena_destroy(a);
+    rp_server_destroy(s);
+}
+
 /* Calls outlasting the grace period are cancelled (safe to retry) and the stop says so. */
 static void test_drain_grace_expires(void **state)
 {
@@ -902,6 +995,7 @@ int main(void)
         cmocka_unit_test(test_unary_from_many_threads),
         cmocka_unit_test(test_drain_completes_in_flight_calls),
         cmocka_unit_test(test_drain_grace_expires),
+        cmocka_unit_test(test_io_lane),
         cmocka_unit_test(test_bad_config_is_refused),
         cmocka_unit_test(test_expired_calls_skip_the_handler),
         cmocka_unit_test(test_status_mapping_round_trips),
