@@ -217,6 +217,16 @@ static void access_log(rp_call *c, const char *method)
                           "\",\"status\":\"%s\",\"code\":%d,\"latency_ms\":%.3f,\"peer\":\"",
                           rp_grpc_status_name(c->status), c->status, ms);
     if (n < sizeof fields) rp_json_escape(fields, sizeof fields, &n, rp_call_peer(c));
+    if (c->status != RP_GRPC_OK && n + 12 < sizeof fields) {
+        /* What the caller was told, so that a failure can be explained from the log. */
+        char msg[320];
+        size_t ml = GRPC_SLICE_LENGTH(c->status_details);
+        if (ml >= sizeof msg) ml = sizeof msg - 1;
+        memcpy(msg, GRPC_SLICE_START_PTR(c->status_details), ml);
+        msg[ml] = '\0';
+        n += (size_t)snprintf(fields + n, sizeof fields - n, "\",\"error\":\"");
+        if (n < sizeof fields) rp_json_escape(fields, sizeof fields, &n, msg);
+    }
     if (n + 2 < sizeof fields) {
         fields[n++] = '"';
         fields[n] = '\0';
