@@ -47,7 +47,7 @@ int cmd_gateway(int argc, char **argv)
 {
     const char *listen = NULL, *bundle = NULL, *state = NULL, *retrieval = NULL, *ranking = NULL;
     const char *log_level = NULL, *token_file = NULL;
-    int64_t threads = 0, history = 0, cache_entries = 0, map_mb = 0;
+    int64_t threads = 0, history = 0, cache_entries = 0, map_mb = 0, cache_refreshes = 0;
     double cache_ttl = 0, cache_stale = 0, deadline = 0, grace = 0;
     rp_ops_flags ops = {0};
     const rp_opt opts[] = {
@@ -74,9 +74,13 @@ int cmd_gateway(int argc, char **argv)
         {"cache-ttl", RP_OPT_DURATION, &cache_ttl, "30s", 0.001, 86400, "cache time to live",
          false},
         {"cache-stale", RP_OPT_DURATION, &cache_stale, "30s", 0, 86400,
-         "after a reload or past the TTL, while a user's answer is recomputed (or half the "
-         "request threads recompute others), callers get the old one (flagged STALE) if it "
-         "is past its TTL by at most this; 0 = they wait or compute",
+         "after a reload or past the TTL, while a user's answer is recomputed (or "
+         "--cache-refreshes others are), callers get the old one (flagged STALE) if it is "
+         "past its TTL by at most this; 0 = they wait or compute",
+         false},
+        {"cache-refreshes", RP_OPT_INT, &cache_refreshes, "1", 1, 256,
+         "answers with a stale one recomputed at once (after a reload, every user's); the "
+         "other callers get the stale one meanwhile",
          false},
         {"default-deadline", RP_OPT_DURATION, &deadline, "100ms", 0.001, 60,
          "deadline of Recommend calls that set none", false},
@@ -122,6 +126,7 @@ int cmd_gateway(int argc, char **argv)
                              .cache_entries = (size_t)cache_entries,
                              .cache_ttl_s = cache_ttl,
                              .cache_stale_s = cache_stale > 0 ? cache_stale : -1,
+                             .cache_refreshes = (size_t)cache_refreshes,
                              .default_deadline_ms = (int64_t)(deadline * 1000 + 0.5),
                              .grace_s = grace};
     gw_service *s;

@@ -81,7 +81,7 @@ int gw_cache_create(const gw_cache_config *cfg, gw_cache **out)
     double stale = cfg && cfg->stale_s != 0 ? cfg->stale_s : ttl;
     c->serve_stale = stale > 0;
     c->stale_ns = stale > 0 ? (uint64_t)(stale * 1e9) : 0;
-    c->max_refresh = cfg && cfg->max_refresh ? cfg->max_refresh : 4;
+    c->max_refresh = cfg && cfg->max_refresh ? cfg->max_refresh : 1;
     c->nbuckets = 16;
     while (c->nbuckets < c->max_entries * 2 && c->nbuckets < ((size_t)1 << 24)) c->nbuckets <<= 1;
     c->buckets = calloc(c->nbuckets, sizeof *c->buckets);

@@ -1058,13 +1058,11 @@ int gw_service_start(const gw_service_config *cfg, gw_service **out, rp_error *e
     }
     gw_state_opts so = {.map_size = cfg->state_map_size, .history_len = cfg->history_len};
     if ((rc = gw_state_open(cfg->state_dir, &so, &s->state, err))) goto err;
-    /* Half the request threads may recompute answers that have a stale fallback; the
-     * rest serve hits meanwhile. */
     int threads = cfg->threads > 0 ? cfg->threads : 8;
     gw_cache_config cc = {.max_entries = cfg->cache_entries,
                           .ttl_s = cfg->cache_ttl_s,
                           .stale_s = cfg->cache_stale_s,
-                          .max_refresh = (size_t)(threads > 1 ? threads / 2 : 1)};
+                          .max_refresh = cfg->cache_refreshes};
     if ((rc = gw_cache_create(&cc, &s->cache))) {
         rp_errorf(err, rc, "cache: out of memory");
         goto err;

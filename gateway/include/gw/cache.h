@@ -50,7 +50,7 @@ typedef struct gw_cache_config {
     double stale_s;     /* how long past its TTL an answer may be served while a fresh
                          * one is computed; 0 = ttl_s; < 0 = never */
     size_t max_refresh; /* recomputations of answers that have an older one, at once;
-                         * 0 = 4 */
+                         * 0 = 1 */
 } gw_cache_config;
 
 typedef struct gw_cache_stats {

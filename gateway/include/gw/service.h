@@ -38,6 +38,8 @@ typedef struct gw_service_config {
     double cache_stale_s;    /* an answer past its TTL (or of the previous bundle) may be
                               * served for this long while it is recomputed (gw/cache.h);
                               * 0 = cache_ttl_s; < 0 = never */
+    size_t cache_refreshes;  /* recomputations of answers that have a stale one, at once
+                              * (the rest get the stale one); 0 = 1 */
     int64_t default_deadline_ms; /* for callers that set none; <= 0 = 100 */
     double grace_s;          /* drain time on SIGTERM; <= 0 = 5 s */
     /* When set, ForgetUser and Admin.Reload require "authorization: Bearer <admin_token>"
