@@ -849,6 +849,9 @@ int rp_server_start(const rp_server_config *cfg, const rp_method *methods, size_
         mallopt(M_TOP_PAD, 1024 * 1024);
         mallopt(M_ARENA_MAX, cores * 2 > 4 ? cores * 2 : 4);
     }
+    /* Every call writes an access line: none may wait for the disk. */
+    if (rp_log_async_start() != RP_OK)
+        rp_warn("rpc", "no log thread: request threads write their log lines themselves");
     grpc_init();
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cond, NULL);

@@ -4,7 +4,8 @@
  * {"ts":"2026-11-23T06:20:42.123Z","level":"info","component":"retrieval",
  *  "msg":"bundle loaded","request_id":"..."}
  * The request id is per thread (set it when a handler starts, clear it when it ends).
- * Thread-safe: each line is written with one write(2).
+ * Thread-safe: each line is written whole (one write(2) unless cut short). Servers turn
+ * on the log thread (rp_log_async_start): from then on no caller waits for the disk.
  */
 #ifndef RP_LOG_H
 #define RP_LOG_H
@@ -26,6 +27,15 @@ rp_log_level rp_log_get_level(void);
 int rp_log_parse_level(const char *s, rp_log_level *out);
 /* Redirects output to fd (default 2). For tests. */
 void rp_log_set_fd(int fd);
+/* From now on lines go through a 1 MiB ring to a thread of their own that writes them,
+ * so that a stalled disk or log reader never holds the caller; when the ring is full a
+ * line is dropped, and the number dropped is logged. Idempotent; the ring is flushed at
+ * exit (atexit) and by rp_log_flush. RP_OK, RP_ENOMEM or RP_EINTERNAL (no thread: lines
+ * are still written directly). */
+int rp_log_async_start(void);
+/* Waits (at most 2 s) until every line logged so far is written. No-op without the log
+ * thread. */
+void rp_log_flush(void);
 /* Sets this thread's request id (copied; NULL clears it). */
 void rp_log_set_request_id(const char *id);
 const char *rp_log_request_id(void);

@@ -5,10 +5,15 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <fcntl.h>
 #include <json-c/json.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "rp/clock.h"
 
 #include "rp/err.h"
 #include "rp/log.h"
@@ -84,11 +89,75 @@ static void test_parse_level(void **state)
     assert_int_equal(rp_log_parse_level("loud", &l), RP_EINVAL);
 }
 
+/* The log thread: with nobody reading the log, callers still return at once (lines past
+ * the 1 MiB ring are dropped); once the reader reads, every kept line arrives whole and
+ * in order, then the count of dropped ones. Runs last: the log thread stays on. */
+static void test_async_never_blocks(void **state)
+{
+    (void)state;
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    rp_log_set_fd(fds[1]);
+    rp_log_set_level(RP_LOG_INFO);
+    assert_int_equal(rp_log_async_start(), RP_OK);
+    assert_int_equal(rp_log_async_start(), RP_OK); /* idempotent */
+    /* ~200-byte lines: 3 MB in all, against a 64 KiB pipe nobody reads yet. */
+    enum { N = 15000 };
+    uint64_t t0 = rp_now_ns();
+    for (int i = 0; i < N; i++) rp_info("test", "line %06d %0150d", i, 0);
+    double secs = (double)(rp_now_ns() - t0) / 1e9;
+    fprintf(stderr, "%d lines logged in %.3f s with the reader stopped\n", N, secs);
+    assert_true(secs < 5.0); /* a blocking write would hang here for good */
+
+    /* Read everything while the log thread catches up. */
+    size_t cap = 8u << 20, len = 0;
+    char *buf = malloc(cap);
+    assert_non_null(buf);
+    int fl = fcntl(fds[0], F_GETFL);
+    fcntl(fds[0], F_SETFL, fl | O_NONBLOCK);
+    uint64_t quiet_since = rp_now_ns();
+    while (rp_now_ns() - quiet_since < 500000000ull && len < cap - 1) {
+        ssize_t n = read(fds[0], buf + len, cap - 1 - len);
+        if (n > 0) {
+            len += (size_t)n;
+            quiet_since = rp_now_ns();
+        } else {
+            rp_sleep_ns(5000000ull);
+        }
+    }
+    buf[len] = '\0';
+    rp_log_set_fd(2);
+    int lines = 0, last = -1, dropped_notes = 0;
+    for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n")) {
+        json_object *o = json_tokener_parse(line);
+        if (!o) fail_msg("not a whole JSON line: %.80s", line);
+        json_object *msg;
+        assert_true(json_object_object_get_ex(o, "msg", &msg));
+        int k;
+        if (sscanf(json_object_get_string(msg), "line %d", &k) == 1) {
+            if (k <= last) fail_msg("line %d after line %d", k, last);
+            last = k;
+            lines++;
+        } else if (strstr(json_object_get_string(msg), "log lines dropped")) {
+            dropped_notes++;
+        }
+        json_object_put(o);
+    }
+    fprintf(stderr, "%d of %d lines written, %d drop notes\n", lines, N, dropped_notes);
+    assert_true(lines >= 4000);     /* the ring and the pipe were full */
+    assert_true(lines < N);         /* ... so some were dropped */
+    assert_true(dropped_notes >= 1); /* and that was said */
+    free(buf);
+    close(fds[0]);
+    close(fds[1]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lines_are_json),
         cmocka_unit_test(test_parse_level),
+        cmocka_unit_test(test_async_never_blocks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
