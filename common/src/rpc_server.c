@@ -507,11 +507,13 @@ static void on_arrived(rp__tag *t, bool ok)
 }
 
 /* Under qmu: the call whose turn it is, of whichever queue's head came first (the I/O
- * lane's only while fewer than io_max of its calls run; *io says which). */
-static rp__qnode *take_next(rp_server *s, uint64_t now_ns, rp__qtake *tk, bool *io)
+ * lane's only while fewer than io_max of its calls run; with lane_only, the lane's
+ * only). *io says which. */
+static rp__qnode *take_next(rp_server *s, uint64_t now_ns, bool lane_only, rp__qtake *tk,
+                            bool *io)
 {
     bool io_ok = s->io_queue.len > 0 && s->io_running < s->io_max;
-    bool main_ok = s->queue.len > 0;
+    bool main_ok = !lane_only && s->queue.len > 0;
     if (!io_ok && !main_ok) return NULL;
     *io = io_ok && (!main_ok || s->io_queue.head->arrived_ns <= s->queue.head->arrived_ns);
     rp__qnode *n = rp__queue_take(*io ? &s->io_queue : &s->queue, now_ns, tk);
@@ -519,26 +521,30 @@ static rp__qnode *take_next(rp_server *s, uint64_t now_ns, rp__qtake *tk, bool *
     return n;
 }
 
-/* On a worker: the completion of one token. Each queued call started one; the worker
- * runs calls until none may run now. Tokens and calls need not pair up: a call of the
- * I/O lane may wait while io_max of its kind run (its token then finds nothing to do),
- * and a worker ending a lane call takes it on; a token whose call was shed on the
- * arrival of a later one, or run by another worker, finds another call or none. */
+/* On a worker: the completion of one token; each queued call started one. It runs the
+ * call whose turn it is, then goes back to the completion queue (where the answers'
+ * completions wait: they end the calls in flight). Tokens and calls need not pair up: a
+ * call of the I/O lane may wait while io_max of its kind run (its token then finds
+ * nothing to do), so a worker that ends a lane call runs the next waiting lane call,
+ * if any, before it goes back; a token whose call was shed on the arrival of a later
+ * one, or run that way, finds another call or none. */
 static void on_token(rp__tag *t, bool ok)
 {
     rp_server *s = RP__CONTAINER(t, rp_server, token);
     (void)ok; /* an empty batch always completes */
+    bool lane_only = false;
     for (;;) {
         rp__qtake tk;
         bool io = false;
         pthread_mutex_lock(&s->qmu);
-        rp__qnode *n = take_next(s, rp_now_ns(), &tk, &io);
+        rp__qnode *n = take_next(s, rp_now_ns(), lane_only, &tk, &io);
         pthread_mutex_unlock(&s->qmu);
         if (!n) return;
         rp_call *c = RP__CONTAINER(n, rp_call, qnode);
         if (tk.shed) {
             shed(s, c, &tk);
-            continue;
+            if (lane_only) continue;
+            return;
         }
         if (c->deadline_ns <= rp_now_ns()) {
             /* It waited for a worker past its deadline: the caller has given up already. */
@@ -549,11 +555,11 @@ static void on_token(rp__tag *t, bool ok)
         } else {
             serve_unary(c);
         }
-        if (io) {
-            pthread_mutex_lock(&s->qmu);
-            s->io_running--;
-            pthread_mutex_unlock(&s->qmu);
-        }
+        if (!io) return;
+        pthread_mutex_lock(&s->qmu);
+        s->io_running--;
+        pthread_mutex_unlock(&s->qmu);
+        lane_only = true;
     }
 }
 
