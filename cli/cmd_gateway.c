@@ -48,7 +48,7 @@ int cmd_gateway(int argc, char **argv)
     const char *listen = NULL, *bundle = NULL, *state = NULL, *retrieval = NULL, *ranking = NULL;
     const char *log_level = NULL, *token_file = NULL;
     int64_t threads = 0, history = 0, cache_entries = 0, map_mb = 0, cache_refreshes = 0;
-    double cache_ttl = 0, cache_stale = 0, deadline = 0, grace = 0;
+    double cache_ttl = 0, cache_stale = 0, refresh_wait = 0, deadline = 0, grace = 0;
     rp_ops_flags ops = {0};
     const rp_opt opts[] = {
         {"listen", RP_OPT_STR, &listen, "127.0.0.1:50050", 0, 0, "address to serve on", false},
@@ -81,6 +81,10 @@ int cmd_gateway(int argc, char **argv)
         {"cache-refreshes", RP_OPT_INT, &cache_refreshes, "1", 1, 256,
          "answers with a stale one recomputed at once (after a reload, every user's); the "
          "other callers get the stale one meanwhile",
+         false},
+        {"cache-refresh-wait", RP_OPT_DURATION, &refresh_wait, "5ms", 0, 60,
+         "a call that waited longer than this for a request thread (the gateway is behind) "
+         "gets the stale answer rather than recomputing it; 0 = always recompute",
          false},
         {"default-deadline", RP_OPT_DURATION, &deadline, "100ms", 0.001, 60,
          "deadline of Recommend calls that set none", false},
@@ -127,6 +131,7 @@ int cmd_gateway(int argc, char **argv)
                              .cache_ttl_s = cache_ttl,
                              .cache_stale_s = cache_stale > 0 ? cache_stale : -1,
                              .cache_refreshes = (size_t)cache_refreshes,
+                             .cache_refresh_wait_s = refresh_wait > 0 ? refresh_wait : -1,
                              .default_deadline_ms = (int64_t)(deadline * 1000 + 0.5),
                              .grace_s = grace};
     gw_service *s;

@@ -69,16 +69,24 @@ void rp_metrics_recommend(const struct Recpipe__V1__RecommendResponse *resp)
     for (size_t i = 0; i < resp->n_degraded; i++) rp_counter_inc(reason_series((int)resp->degraded[i]));
 }
 
-void rp_metrics_cache_evictions(uint64_t total)
+static void set_total(_Atomic(rp_series *) *slot, const char *name, const char *help,
+                      uint64_t total)
 {
-    static _Atomic(rp_series *) ev;
-    rp_series *s = atomic_load(&ev);
+    rp_series *s = atomic_load(slot);
     if (!s) {
-        s = rp_metric_series1(rp_metric_family(RP_METRIC_COUNTER, "recpipe_cache_evictions_total",
-                                               "Gateway cache entries pushed out by the size "
-                                               "bounds.", "service", NULL, 0),
+        s = rp_metric_series1(rp_metric_family(RP_METRIC_COUNTER, name, help, "service", NULL, 0),
                               "gateway");
-        atomic_store(&ev, s);
+        atomic_store(slot, s);
     }
     rp_counter_set(s, (double)total);
+}
+
+void rp_metrics_cache_totals(uint64_t evictions, uint64_t deferred)
+{
+    static _Atomic(rp_series *) ev, df;
+    set_total(&ev, "recpipe_cache_evictions_total",
+              "Gateway cache entries pushed out by the size bounds.", evictions);
+    set_total(&df, "recpipe_cache_refreshes_deferred_total",
+              "Stale answers served because the gateway was behind (no refresh running).",
+              deferred);
 }

@@ -57,7 +57,8 @@ struct rp_call {
 
     rp_arena *arena;
     ProtobufCAllocator alloc;
-    uint64_t t_start_ns;
+    uint64_t t_start_ns; /* arrival */
+    uint64_t t_run_ns;   /* a worker took it (0 until then) */
     uint64_t deadline_ns;
     char peer[64]; /* filled on first use */
     char request_id[40];

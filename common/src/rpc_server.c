@@ -214,8 +214,10 @@ static void access_log(rp_call *c, const char *method)
     n += (size_t)snprintf(fields + n, sizeof fields - n, "\"method\":\"");
     rp_json_escape(fields, sizeof fields, &n, method);
     n += (size_t)snprintf(fields + n, sizeof fields - n,
-                          "\",\"status\":\"%s\",\"code\":%d,\"latency_ms\":%.3f,\"peer\":\"",
-                          rp_grpc_status_name(c->status), c->status, ms);
+                          "\",\"status\":\"%s\",\"code\":%d,\"latency_ms\":%.3f,"
+                          "\"queue_ms\":%.3f,\"peer\":\"",
+                          rp_grpc_status_name(c->status), c->status, ms,
+                          (double)rp_call_queued_ns(c) / 1e6);
     if (n < sizeof fields) rp_json_escape(fields, sizeof fields, &n, rp_call_peer(c));
     if (c->status != RP_GRPC_OK && n + 12 < sizeof fields) {
         /* What the caller was told, so that a failure can be explained from the log. */
@@ -332,6 +334,7 @@ static void serve_unary(rp_call *c)
     char msg[600];
     grpc_slice raw = grpc_empty_slice();
 
+    c->t_run_ns = rp_now_ns();
     if (!c->arena && rp_arena_create(0, &c->arena) != RP_OK) {
         answer(c, RP_GRPC_RESOURCE_EXHAUSTED, "out of memory for the call's arena");
         return;
@@ -477,6 +480,7 @@ static void on_arrived(rp__tag *t, bool ok)
         return;
     }
     c->t_start_ns = rp_now_ns();
+    c->t_run_ns = 0;
     unsigned now_in = atomic_fetch_add(&s->in_flight, 1) + 1;
     rp_gauge_add(s->m_in_flight, 1);
     if (!atomic_load(&s->stopping) && post_slot(s, c->method) != RP_OK && !atomic_load(&s->stopping))
@@ -1309,6 +1313,11 @@ rp_server *rp_call_server(const rp_call *c)
 const char *rp_call_method(const rp_call *c)
 {
     return c->method ? c->method->m.path : "";
+}
+
+uint64_t rp_call_queued_ns(const rp_call *c)
+{
+    return c->t_run_ns > c->t_start_ns ? c->t_run_ns - c->t_start_ns : 0;
 }
 
 uint64_t rp_call_deadline_ns(const rp_call *c)

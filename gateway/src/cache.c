@@ -218,6 +218,13 @@ static void end_flight(gw_cache *c, entry *e)
 int gw_cache_get(gw_cache *c, const gw_cache_key *key, uint64_t now_ns, uint64_t wait_until_ns,
                  rp_arena *arena, void **val, size_t *len)
 {
+    return gw_cache_lookup(c, key, now_ns, wait_until_ns, 0, arena, val, len);
+}
+
+int gw_cache_lookup(gw_cache *c, const gw_cache_key *key, uint64_t now_ns,
+                    uint64_t wait_until_ns, unsigned flags, rp_arena *arena, void **val,
+                    size_t *len)
+{
     bool waited = false;
     int rc;
     *val = NULL;
@@ -237,11 +244,15 @@ int gw_cache_get(gw_cache *c, const gw_cache_key *key, uint64_t now_ns, uint64_t
          * drops answers too old to serve: look the key up again after it. */
         entry *old = c->serve_stale ? find_stale(c, key, now_ns) : NULL;
         e = find(c, key);
-        bool serve_old = old && ((e && e->flight) || c->refreshing >= c->max_refresh);
+        bool busy = c->refreshing >= c->max_refresh;
+        bool behind = (flags & GW_CACHE_BEHIND) != 0;
+        bool serve_old = old && ((e && e->flight) || busy || behind);
         if (serve_old) {
-            /* Someone computes this answer, or enough refreshes run already. */
+            /* Someone computes this answer, enough refreshes run already, or the
+             * server is behind. */
             if ((rc = copy_out(arena, old, val, len))) break;
             c->st.stale++;
+            if (behind && !busy && !(e && e->flight)) c->st.deferred++;
             rc = GW_CACHE_STALE;
             break;
         }

@@ -62,6 +62,7 @@ struct gw_service {
     char *admin_token; /* NULL: the process default (rp_ops) */
     uint32_t nranking; /* replicas listed in ranking */
     int64_t default_deadline_ms;
+    uint64_t refresh_wait_ns; /* 0: never defer a refresh (gw_service_config) */
     double grace_s;
     atomic_uint_fast64_t feedback_events;
     pthread_mutex_t ver_mu; /* guards the downstream bundle versions last seen */
@@ -330,7 +331,12 @@ static int recommend_on(const gw__catalog *cat, rp_call *call, const ProtobufCMe
                         .generation = generation(s, cat)};
     void *cval;
     size_t clen;
-    int crc = gw_cache_get(s->cache, &key, t0, deadline - budget / 2, a, &cval, &clen);
+    /* A call that waited for a thread finds the gateway behind: the recomputations that
+     * can wait (an older answer exists) wait for a caller that finds it keeping up. */
+    unsigned cflags = s->refresh_wait_ns && rp_call_queued_ns(call) > s->refresh_wait_ns
+                          ? GW_CACHE_BEHIND : 0;
+    int crc = gw_cache_lookup(s->cache, &key, t0, deadline - budget / 2, cflags, a, &cval,
+                              &clen);
     tm->cache_us = us_since(ts);
     if (crc == GW_CACHE_HIT || crc == GW_CACHE_STALE) {
         Recpipe__V1__RecommendResponse *r = cached_answer(a, cval, clen);
@@ -981,7 +987,7 @@ static void status_hook(void *user, Recpipe__V1__StatusResponse *r, rp_arena *ar
     r->reloads = atomic_load(&s->reloads);
     r->cache_hits = cs.hits;
     r->cache_misses = cs.misses;
-    rp_metrics_cache_evictions(cs.evictions);
+    rp_metrics_cache_totals(cs.evictions, cs.deferred);
     r->feedback_events = atomic_load(&s->feedback_events);
     r->shard_count = s->nshards;
 }
@@ -1059,6 +1065,10 @@ int gw_service_start(const gw_service_config *cfg, gw_service **out, rp_error *e
     gw_state_opts so = {.map_size = cfg->state_map_size, .history_len = cfg->history_len};
     if ((rc = gw_state_open(cfg->state_dir, &so, &s->state, err))) goto err;
     int threads = cfg->threads > 0 ? cfg->threads : 8;
+    s->refresh_wait_ns = cfg->cache_refresh_wait_s < 0 ? 0
+                         : cfg->cache_refresh_wait_s == 0
+                             ? 5000000ull
+                             : (uint64_t)(cfg->cache_refresh_wait_s * 1e9);
     gw_cache_config cc = {.max_entries = cfg->cache_entries,
                           .ttl_s = cfg->cache_ttl_s,
                           .stale_s = cfg->cache_stale_s,

@@ -248,6 +248,9 @@ rp_server *rp_call_server(const rp_call *c);
 const char *rp_call_method(const rp_call *c);
 /* The caller's deadline on the rp_now_ns() clock; UINT64_MAX when it set none. */
 uint64_t rp_call_deadline_ns(const rp_call *c);
+/* How long the call waited for a worker (arrival to handler), in nanoseconds: a
+ * server that is behind shows it here first. */
+uint64_t rp_call_queued_ns(const rp_call *c);
 /* Milliseconds left before the deadline (negative when past; INT64_MAX when none). */
 int64_t rp_call_remaining_ms(const rp_call *c);
 /* "ipv4:127.0.0.1:41234". Owned by the call. */

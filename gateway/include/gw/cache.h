@@ -22,8 +22,12 @@
  * compute at once: each waiter holds a request thread, and the storm of recomputations
  * after a reload held all of them while cheap hits queued behind. With fewer than
  * max_refresh in flight a lookup still leads: the first caller after a reload computes
- * with the new bundle. A new state version never falls back (Feedback shows at once),
- * and a fill drops the answers it supersedes.
+ * with the new bundle, unless the server is behind (GW_CACHE_BEHIND): then the older
+ * answer is served and the recomputation waits for a caller that finds the server
+ * keeping up, so that the refreshes after a reload take only the capacity left over
+ * (an answer too old to serve is recomputed whatever the load). A new state version
+ * never falls back (Feedback shows at once), and a fill drops the answers it
+ * supersedes.
  *
  * Thread-safe.
  */
@@ -58,6 +62,7 @@ typedef struct gw_cache_stats {
     uint64_t misses;      /* lookups that led a computation */
     uint64_t coalesced;   /* lookups that waited for another thread's computation */
     uint64_t stale;       /* lookups answered GW_CACHE_STALE */
+    uint64_t deferred;    /* ... of which with GW_CACHE_BEHIND, no refresh running */
     uint64_t evictions;   /* entries pushed out by the size bounds */
     uint64_t expired;     /* lookups that found their answer past its TTL */
     uint64_t entries;     /* answers held (stale ones included) */
@@ -88,6 +93,17 @@ enum {
  */
 int gw_cache_get(gw_cache *c, const gw_cache_key *key, uint64_t now_ns, uint64_t wait_until_ns,
                  rp_arena *arena, void **val, size_t *len);
+
+/* Flags of gw_cache_lookup. */
+enum {
+    /* The server is behind (the caller waited for a thread): an older answer is served
+     * rather than recomputed, even with fewer than max_refresh recomputations running. */
+    GW_CACHE_BEHIND = 1u << 0,
+};
+/* gw_cache_get with flags (gw_cache_get is gw_cache_lookup with flags 0). */
+int gw_cache_lookup(gw_cache *c, const gw_cache_key *key, uint64_t now_ns,
+                    uint64_t wait_until_ns, unsigned flags, rp_arena *arena, void **val,
+                    size_t *len);
 /* Ends the caller's flight by storing val[0..len) (copied) and waking waiters. */
 void gw_cache_fill(gw_cache *c, const gw_cache_key *key, uint64_t now_ns, const void *val,
                    size_t len);

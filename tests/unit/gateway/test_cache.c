@@ -337,6 +337,64 @@ static void test_refreshes_are_capped(void **state)
     gw_cache_destroy(c);
 }
 
+/* GW_CACHE_BEHIND: a refresh that can wait does, even with no refresh running; a miss
+ * with nothing older, a new state version, and an answer too old to serve compute
+ * whatever the flag. */
+static void test_behind_defers_refreshes(void **state)
+{
+    (void)state;
+    gw_cache *c;
+    rp_arena *a;
+    gw_cache_config cfg = {.ttl_s = 10, .stale_s = 5, .max_refresh = 4};
+    assert_int_equal(gw_cache_create(&cfg, &c), RP_OK);
+    assert_int_equal(rp_arena_create(0, &a), RP_OK);
+    void *v;
+    size_t len;
+    const uint64_t s1 = 1000000000ull, t = 1000;
+    gw_cache_key a1 = key(1, 0, 0), b1 = key(2, 0, 0);
+    assert_int_equal(gw_cache_lookup(c, &a1, t, UINT64_MAX, GW_CACHE_BEHIND, a, &v, &len),
+                     GW_CACHE_LEAD);
+    gw_cache_fill(c, &a1, t, "a1", 3);
+    assert_int_equal(gw_cache_get(c, &b1, t, UINT64_MAX, a, &v, &len), GW_CACHE_LEAD);
+    gw_cache_fill(c, &b1, t, "b1", 3);
+    /* A hit is a hit. */
+    assert_int_equal(gw_cache_lookup(c, &a1, t + 1, UINT64_MAX, GW_CACHE_BEHIND, a, &v, &len),
+                     GW_CACHE_HIT);
+    /* A reload: behind, the old answer, though no refresh runs; keeping up, a refresh. */
+    gw_cache_key a2 = a1, b2 = b1;
+    a2.generation = b2.generation = 2;
+    assert_int_equal(gw_cache_lookup(c, &a2, t + 2, UINT64_MAX, GW_CACHE_BEHIND, a, &v, &len),
+                     GW_CACHE_STALE);
+    assert_string_equal(v, "a1");
+    assert_int_equal(gw_cache_lookup(c, &a2, t + 3, UINT64_MAX, 0, a, &v, &len), GW_CACHE_LEAD);
+    gw_cache_fill(c, &a2, t + 3, "a2", 3);
+    assert_int_equal(gw_cache_lookup(c, &a2, t + 4, UINT64_MAX, GW_CACHE_BEHIND, a, &v, &len),
+                     GW_CACHE_HIT);
+    assert_string_equal(v, "a2");
+    /* Past its TTL, within the stale window: the same. */
+    assert_int_equal(gw_cache_lookup(c, &a2, t + 11 * s1, UINT64_MAX, GW_CACHE_BEHIND, a, &v,
+                                     &len),
+                     GW_CACHE_STALE);
+    /* Past the stale window (TTL 10 s + 5 s): computed, behind or not. */
+    assert_int_equal(gw_cache_lookup(c, &b2, t + 16 * s1, UINT64_MAX, GW_CACHE_BEHIND, a, &v,
+                                     &len),
+                     GW_CACHE_LEAD);
+    gw_cache_abandon(c, &b2);
+    /* A new state version (Feedback) never falls back. */
+    gw_cache_key a3 = key(1, 0, 1);
+    a3.generation = 2;
+    assert_int_equal(gw_cache_lookup(c, &a3, t + 16 * s1, UINT64_MAX, GW_CACHE_BEHIND, a, &v,
+                                     &len),
+                     GW_CACHE_LEAD);
+    gw_cache_abandon(c, &a3);
+    gw_cache_stats st;
+    gw_cache_get_stats(c, &st);
+    assert_int_equal(st.stale, 2);
+    assert_int_equal(st.deferred, 2);
+    rp_arena_destroy(a);
+    gw_cache_destroy(c);
+}
+
 static void test_hash_is_fnv1a(void **state)
 {
     (void)state;
@@ -354,6 +412,7 @@ int main(void)
         cmocka_unit_test(test_waiter_times_out_and_abandon_hands_over),
         cmocka_unit_test(test_stale_while_revalidate),
         cmocka_unit_test(test_refreshes_are_capped),
+        cmocka_unit_test(test_behind_defers_refreshes),
         cmocka_unit_test(test_hash_is_fnv1a),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
