@@ -15,7 +15,9 @@
 #      service read from /proc/PID/status every 5 s;
 #   → failed calls (every non-OK status), failed reloads, and each service's RSS growth
 #     from the end of the warm-up (SOAK_WARMUP_S, default a quarter of the run, at most
-#     60 s) to the end.
+#     60 s) to the end; and the machine's CPU time by kind each second (/proc/stat: busy,
+#     iowait, steal), printed for the seconds with failures, to tell a stall of the code
+#     from one of the disk or of the host (steal: another tenant had the CPU).
 # Writes bench/results/soak.json. Takes SOAK_SECONDS plus about 2 minutes (two bundle
 # builds and the rate search).
 set -eu
@@ -105,7 +107,7 @@ T0=$(date +%s)
 NEXT_RELOAD=$SOAK_RELOAD_S
 NEXT_SAMPLE=0
 RELOADS=0; RELOAD_FAILS=0; WHICH=b
-: >"$TMP/rss.csv"; : >"$TMP/reloads.csv"
+: >"$TMP/rss.csv"; : >"$TMP/reloads.csv"; : >"$TMP/cpu.txt"
 while kill -0 "$LTPID" 2>/dev/null; do
   T=$(($(date +%s) - T0))
   if [ "$T" -ge "$NEXT_SAMPLE" ]; then
@@ -125,6 +127,9 @@ while kill -0 "$LTPID" 2>/dev/null; do
     [ "$WHICH" = b ] && WHICH=a || WHICH=b
     NEXT_RELOAD=$((NEXT_RELOAD + SOAK_RELOAD_S))
   fi
+  # The machine's CPU time by kind (for the seconds with failures: was it the code, the
+  # disk (iowait) or the machine (steal: another tenant of the host had the CPU)?).
+  echo "$(($(date +%s) - T0)) $(head -n 1 /proc/stat) $(grep '^procs_blocked' /proc/stat)" >>"$TMP/cpu.txt"
   sleep 1
 done
 wait "$LTPID" || true
@@ -173,12 +178,36 @@ rl = [int(l.split(",")[0]) for l in res["reload_log"]]
 near = sum(x.get("errors", 0) for x in lt.get("timeline", []) if any(0 <= x["t"] - r < 5 for r in rl))
 res["errors_within_5s_of_a_reload"] = near
 bad = [x["t"] for x in lt.get("timeline", []) if x.get("errors")]
+# /proc/stat "cpu" deltas between samples: user nice system idle iowait irq softirq steal.
+cpu, prev = [], None
+for l in open(tmp + "/cpu.txt"):
+    f = l.split()
+    if len(f) < 10 or f[1] != "cpu":
+        continue
+    t, v = int(f[0]), [int(x) for x in f[2:10]]
+    if prev and t > prev[0]:
+        d = [a - b for a, b in zip(v, prev[1])]
+        tot = sum(d) or 1
+        cpu.append({"t": t, "busy_pct": round(100.0 * (d[0] + d[1] + d[2] + d[5] + d[6]) / tot, 1),
+                    "iowait_pct": round(100.0 * d[4] / tot, 1), "steal_pct": round(100.0 * d[7] / tot, 1),
+                    "idle_pct": round(100.0 * d[3] / tot, 1),
+                    "blocked": int(f[-1]) if f[-2] == "procs_blocked" else None})
+    prev = (t, v)
+res["cpu"] = cpu
+res["steal_pct_max"] = max((c["steal_pct"] for c in cpu), default=0)
+# The samples that cover each second with failures (the sample at t covers (t_prev, t]).
+res["cpu_at_errors"] = [c for c in cpu if any(0 <= c["t"] - b <= 2 for b in bad)]
 json.dump(res, open(out, "w"), indent=1)
 print("calls %d at %.1f/s (70%% of %.1f), failed %d %s; reloads %d (%d failed); p50 %.2f ms p99 %.2f ms"
       % (s["measured"], s["achieved_rate"], float(mx), failed, st, int(reloads), int(rfails),
          lt["latency_ms"]["p50"], lt["latency_ms"]["p99"]))
 print("  errors within 5 s after a reload: %d; seconds with errors: %s"
       % (near, "none" if not bad else "%d (first t=%ds, last t=%ds)" % (len(bad), bad[0], bad[-1])))
+print("  CPU steal (time another tenant of the host had the CPU): max %.1f%% in a second, mean %.1f%%"
+      % (res["steal_pct_max"], sum(c["steal_pct"] for c in cpu) / len(cpu) if cpu else 0))
+for c in res["cpu_at_errors"]:
+    print("    around failures, t=%ds: busy %.0f%%, iowait %.0f%%, steal %.0f%%, idle %.0f%%, blocked %s"
+          % (c["t"], c["busy_pct"], c["iowait_pct"], c["steal_pct"], c["idle_pct"], c["blocked"]))
 for n, v in rss.items():
     print("  %-9s RSS %7.1f MB after warm-up (t=%ds) -> %7.1f MB at the end: %+.1f MB (%+.1f%%, max %.1f MB); "
           "anonymous %.1f -> %.1f MB"
