@@ -83,8 +83,9 @@ int cmd_gateway(int argc, char **argv)
          "other callers get the stale one meanwhile",
          false},
         {"cache-refresh-wait", RP_OPT_DURATION, &refresh_wait, "5ms", 0, 60,
-         "a call that waited longer than this for a request thread (the gateway is behind) "
-         "gets the stale answer rather than recomputing it; 0 = always recompute",
+         "a call that waited longer than this for a request thread, with other calls still "
+         "waiting (the gateway is behind), gets the stale answer rather than recomputing it; "
+         "0 = always recompute",
          false},
         {"default-deadline", RP_OPT_DURATION, &deadline, "100ms", 0.001, 60,
          "deadline of Recommend calls that set none", false},

@@ -1320,6 +1320,15 @@ uint64_t rp_call_queued_ns(const rp_call *c)
     return c->t_run_ns > c->t_start_ns ? c->t_run_ns - c->t_start_ns : 0;
 }
 
+size_t rp_call_waiting(const rp_call *c)
+{
+    rp_server *s = c->srv;
+    pthread_mutex_lock(&s->qmu);
+    size_t n = c->method && c->method->io ? s->io_queue.len : s->queue.len;
+    pthread_mutex_unlock(&s->qmu);
+    return n;
+}
+
 uint64_t rp_call_deadline_ns(const rp_call *c)
 {
     return c->deadline_ns;

@@ -331,9 +331,12 @@ static int recommend_on(const gw__catalog *cat, rp_call *call, const ProtobufCMe
                         .generation = generation(s, cat)};
     void *cval;
     size_t clen;
-    /* A call that waited for a thread finds the gateway behind: the recomputations that
-     * can wait (an older answer exists) wait for a caller that finds it keeping up. */
-    unsigned cflags = s->refresh_wait_ns && rp_call_queued_ns(call) > s->refresh_wait_ns
+    /* A call that waited for a thread while others still wait finds the gateway behind:
+     * the recomputations that can wait (an older answer exists) wait for a caller that
+     * finds it keeping up. (A lone caller's wait is a scheduling hiccup, not a backlog:
+     * it gets the current answer.) */
+    unsigned cflags = s->refresh_wait_ns && rp_call_queued_ns(call) > s->refresh_wait_ns &&
+                              rp_call_waiting(call) > 0
                           ? GW_CACHE_BEHIND : 0;
     int crc = gw_cache_lookup(s->cache, &key, t0, deadline - budget / 2, cflags, a, &cval,
                               &clen);

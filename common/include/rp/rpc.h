@@ -248,9 +248,12 @@ rp_server *rp_call_server(const rp_call *c);
 const char *rp_call_method(const rp_call *c);
 /* The caller's deadline on the rp_now_ns() clock; UINT64_MAX when it set none. */
 uint64_t rp_call_deadline_ns(const rp_call *c);
-/* How long the call waited for a worker (arrival to handler), in nanoseconds: a
- * server that is behind shows it here first. */
+/* How long the call waited for a worker (arrival to handler), in nanoseconds. */
 uint64_t rp_call_queued_ns(const rp_call *c);
+/* Calls of the same queue (the I/O lane's, or the other one) waiting for a worker now.
+ * With rp_call_queued_ns, how a handler tells a server that is behind (a backlog that
+ * made this call wait) from a scheduling hiccup of a lone call. */
+size_t rp_call_waiting(const rp_call *c);
 /* Milliseconds left before the deadline (negative when past; INT64_MAX when none). */
 int64_t rp_call_remaining_ms(const rp_call *c);
 /* "ipv4:127.0.0.1:41234". Owned by the call. */

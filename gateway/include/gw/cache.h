@@ -96,7 +96,7 @@ int gw_cache_get(gw_cache *c, const gw_cache_key *key, uint64_t now_ns, uint64_t
 
 /* Flags of gw_cache_lookup. */
 enum {
-    /* The server is behind (the caller waited for a thread): an older answer is served
+    /* The server is behind (a backlog made the caller wait): an older answer is served
      * rather than recomputed, even with fewer than max_refresh recomputations running. */
     GW_CACHE_BEHIND = 1u << 0,
 };

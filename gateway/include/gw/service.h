@@ -41,9 +41,9 @@ typedef struct gw_service_config {
     size_t cache_refreshes;  /* recomputations of answers that have a stale one, at once
                               * (the rest get the stale one); 0 = 1 */
     double cache_refresh_wait_s; /* a Recommend that waited longer than this for a request
-                              * thread finds the gateway behind: it gets the stale answer
-                              * when there is one rather than recomputing (GW_CACHE_BEHIND);
-                              * 0 = 5 ms; < 0 = never */
+                              * thread, with others still waiting, finds the gateway behind:
+                              * it gets the stale answer when there is one rather than
+                              * recomputing (GW_CACHE_BEHIND); 0 = 5 ms; < 0 = never */
     int64_t default_deadline_ms; /* for callers that set none; <= 0 = 100 */
     double grace_s;          /* drain time on SIGTERM; <= 0 = 5 s */
     /* When set, ForgetUser and Admin.Reload require "authorization: Bearer <admin_token>"
