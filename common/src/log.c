@@ -37,7 +37,7 @@ static struct {
     char *buf;
     size_t head, len; /* bytes [head, head + len) mod RING_BYTES are pending */
     uint64_t dropped;
-    bool writing;     /* the writer holds bytes it took out of the ring */
+    bool writing;     /* the writer is writing bytes still counted in len */
     atomic_bool on;
 } ring = {.mu = PTHREAD_MUTEX_INITIALIZER,
           .more = PTHREAD_COND_INITIALIZER,
@@ -57,25 +57,22 @@ static void write_all(const char *p, size_t n)
 static void *log_main(void *arg)
 {
     (void)arg;
-    char *chunk = malloc(RING_BYTES);
-    if (!chunk) return NULL;
     pthread_mutex_lock(&ring.mu);
     for (;;) {
         while (ring.len == 0 && ring.dropped == 0) {
             pthread_cond_broadcast(&ring.empty);
             pthread_cond_wait(&ring.more, &ring.mu);
         }
-        size_t n = ring.len, first = RING_BYTES - ring.head;
+        /* Written from the ring in place: producers append only past head + len, so
+         * these bytes stay put until they are released below. */
+        size_t head = ring.head, n = ring.len, first = RING_BYTES - head;
         if (first > n) first = n;
-        memcpy(chunk, ring.buf + ring.head, first);
-        memcpy(chunk + first, ring.buf, n - first);
-        ring.head = (ring.head + n) % RING_BYTES;
-        ring.len = 0;
         uint64_t dropped = ring.dropped;
         ring.dropped = 0;
         ring.writing = true;
         pthread_mutex_unlock(&ring.mu);
-        write_all(chunk, n);
+        write_all(ring.buf + head, first);
+        write_all(ring.buf, n - first);
         if (dropped) {
             char note[200];
             int k = snprintf(note, sizeof note,
@@ -85,6 +82,8 @@ static void *log_main(void *arg)
             write_all(note, (size_t)k);
         }
         pthread_mutex_lock(&ring.mu);
+        ring.head = (head + n) % RING_BYTES;
+        ring.len -= n;
         ring.writing = false;
     }
     return NULL;

@@ -31,8 +31,7 @@ struct gw_cache {
     entry *head, *tail;
     size_t max_entries, max_bytes;
     uint64_t ttl_ns;
-    uint64_t stale_ns; /* how long past the TTL an answer may still be a fallback */
-    bool serve_stale;
+    uint64_t stale_ns; /* how long past the TTL an answer may still be a fallback; 0 = none */
     size_t max_refresh; /* refresh flights at once */
     size_t refreshing;
     gw_cache_stats st;
@@ -79,8 +78,8 @@ int gw_cache_create(const gw_cache_config *cfg, gw_cache **out)
     double ttl = cfg && cfg->ttl_s > 0 ? cfg->ttl_s : 30.0;
     c->ttl_ns = (uint64_t)(ttl * 1e9);
     double stale = cfg && cfg->stale_s != 0 ? cfg->stale_s : ttl;
-    c->serve_stale = stale > 0;
     c->stale_ns = stale > 0 ? (uint64_t)(stale * 1e9) : 0;
+    if (stale > 0 && c->stale_ns == 0) c->stale_ns = 1;
     c->max_refresh = cfg && cfg->max_refresh ? cfg->max_refresh : 1;
     c->nbuckets = 16;
     while (c->nbuckets < c->max_entries * 2 && c->nbuckets < ((size_t)1 << 24)) c->nbuckets <<= 1;
@@ -242,7 +241,7 @@ int gw_cache_lookup(gw_cache *c, const gw_cache_key *key, uint64_t now_ns,
         }
         /* An older answer (this key's past its TTL, or another generation's). The walk
          * drops answers too old to serve: look the key up again after it. */
-        entry *old = c->serve_stale ? find_stale(c, key, now_ns) : NULL;
+        entry *old = c->stale_ns ? find_stale(c, key, now_ns) : NULL;
         e = find(c, key);
         bool busy = c->refreshing >= c->max_refresh;
         bool behind = (flags & GW_CACHE_BEHIND) != 0;
