@@ -15,7 +15,8 @@
 #      service read from /proc/PID/status every 5 s;
 #   → failed calls (every non-OK status), failed reloads, and each service's RSS growth
 #     from the end of the warm-up (SOAK_WARMUP_S, default a quarter of the run, at most
-#     60 s) to the end; and the machine's CPU time by kind each second (/proc/stat: busy,
+#     60 s) to the end (and its least-squares trend over the samples in between: RSS
+#     swings by a few MB with the load); and the machine's CPU time by kind each second (/proc/stat: busy,
 #     iowait, steal), printed for the seconds with failures, to tell a stall of the code
 #     from one of the disk or of the host (steal: another tenant had the CPU).
 # Writes bench/results/soak.json. Takes SOAK_SECONDS plus about 2 minutes (two bundle
@@ -159,6 +160,17 @@ for k, n in enumerate(names, start=1):
               "growth_pct": 100.0 * (last[k] - base[k]) / base[k] if base[k] else None,
               "anon_after_warmup_kb": anon[bi][k], "anon_end_kb": anon[-1][k],
               "anon_growth_kb": anon[-1][k] - anon[bi][k]}
+    # The trend (least squares over every sample after the warm-up), against one sample
+    # at each end: RSS swings by a few MB with the load (tens of seconds after a reload).
+    pts = [(r[0], r[k]) for r in rows[bi:]]
+    if len(pts) >= 3:
+        mt = sum(t for t, _ in pts) / len(pts)
+        mv = sum(v for _, v in pts) / len(pts)
+        den = sum((t - mt) ** 2 for t, _ in pts) or 1
+        slope = sum((t - mt) * (v - mv) for t, v in pts) / den  # kB per s
+        span = pts[-1][0] - pts[0][0]
+        rss[n]["trend_pct_over_run"] = 100.0 * slope * span / base[k] if base[k] else None
+        rss[n]["min_kb"] = min(v for _, v in pts)
 s = lt["summary"]
 st = lt.get("status", {})
 failed = sum(v for k, v in st.items() if k != "OK")
@@ -210,9 +222,10 @@ for c in res["cpu_at_errors"]:
           % (c["t"], c["busy_pct"], c["iowait_pct"], c["steal_pct"], c["idle_pct"], c["blocked"]))
 for n, v in rss.items():
     print("  %-9s RSS %7.1f MB after warm-up (t=%ds) -> %7.1f MB at the end: %+.1f MB (%+.1f%%, max %.1f MB); "
-          "anonymous %.1f -> %.1f MB"
+          "anonymous %.1f -> %.1f MB; trend %+.1f%% over the run"
           % (n, v["after_warmup_kb"] / 1024, base[0], v["end_kb"] / 1024, v["growth_kb"] / 1024,
-             v["growth_pct"] or 0, v["max_kb"] / 1024, v["anon_after_warmup_kb"] / 1024, v["anon_end_kb"] / 1024))
+             v["growth_pct"] or 0, v["max_kb"] / 1024, v["anon_after_warmup_kb"] / 1024, v["anon_end_kb"] / 1024,
+             v.get("trend_pct_over_run") or 0))
 print("bench/soak: wrote", out)
 EOF
 [ "$ALIVE" = 1 ] || { echo "bench/soak: recpipe serve died during the soak"; tail -n 20 "$TMP/serve.log"; exit 1; }
