@@ -59,19 +59,27 @@ static inline void th_rmtree(const char *d)
     if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", d);
 }
 
-/* A loopback port nobody listens on right now. */
+/* A loopback port for a server this test starts, reserved for the life of the test:
+ * the socket that found it stays bound (SO_REUSEADDR, never listening, close-on-exec),
+ * so that no other bind(0) of this process or of a test running next to it gets the
+ * same port, while the server (gRPC sets SO_REUSEADDR too) can bind and listen on it.
+ * Closing it at once let two servers (of this test or of parallel ones) race for one
+ * port; the loser exits and the health probe reaches the winner. A test_topology failure
+ * under the parallel sanitizer run looked like that: its gateway with ranking answered
+ * as a gateway without ranking over one shard would. */
 static inline int th_free_port(void)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t len = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
         getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
         perror("free port");
         exit(1);
     }
-    close(fd);
-    return ntohs(a.sin_port);
+    return ntohs(a.sin_port); /* fd stays open until the test exits */
 }
 
 /* Starts `recpipe argv...` with stdout and stderr appended to log. The child dies with
