@@ -24,6 +24,7 @@
 #include "recpipe/v1/admin.pb-c.h"
 #include "rp/clock.h"
 #include "rp/log.h"
+#include "rp/mainq.h"
 #include "rp/ops.h"
 #include "rp/threads.h"
 
@@ -1270,6 +1271,11 @@ int rp_wait_for_signal(void)
     sigaction(SIGINT, &sa, NULL);
     unsigned char b = 0;
     for (;;) {
+        /* Meanwhile this thread runs the jobs posted to it (bundle loads: rp/mainq.h). */
+        if (rp_main_wait(signal_pipe[0]) != 0) {
+            rp_errlog("rpc", "poll on the signal pipe: %s; not waiting for signals", strerror(errno));
+            return 0;
+        }
         ssize_t r = read(signal_pipe[0], &b, 1);
         if (r == 1) break;
         if (r < 0 && errno == EINTR) continue;

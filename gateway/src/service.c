@@ -13,6 +13,7 @@
 #include "recpipe/v1/retrieval.pb-c.h"
 #include "rp/clock.h"
 #include "rp/log.h"
+#include "rp/mainq.h"
 #include "rp/sighup.h"
 #include "rp/metrics.h"
 #include "rp/ops.h"
@@ -907,6 +908,20 @@ fail:
     return rc;
 }
 
+/* A reload's open_pinned, run on the main thread (rp/mainq.h: the main heap gives a
+ * swapped-out bundle's memory back). */
+typedef struct load_job {
+    const char *path;
+    gw_pinned **out;
+    rp_error *err;
+} load_job;
+
+static int run_load(void *arg)
+{
+    load_job *j = arg;
+    return open_pinned(j->path, j->out, j->err);
+}
+
 /* Loads path (NULL or "" = the start path) and swaps it in; on error the current
  * bundle keeps serving. prev and now (64 bytes each) may be NULL. */
 static int reload(gw_service *s, const char *path, char *prev, char *now, double *seconds,
@@ -916,7 +931,8 @@ static int reload(gw_service *s, const char *path, char *prev, char *now, double
     uint64_t t0 = rp_now_ns();
     pthread_mutex_lock(&s->admin_mu);
     gw_pinned *np;
-    int rc = open_pinned(path, &np, err);
+    load_job job = {path, &np, err};
+    int rc = rp_main_run(run_load, &job);
     if (rc) {
         pthread_mutex_unlock(&s->admin_mu);
         rp_warn("gateway", "reload of %s refused: %s; the old bundle keeps serving", path,

@@ -8,6 +8,7 @@
 #include "recpipe/v1/ranking.pb-c.h"
 #include "rp/clock.h"
 #include "rp/log.h"
+#include "rp/mainq.h"
 #include "rp/sighup.h"
 
 #include <limits.h>
@@ -135,6 +136,21 @@ static int state_load(rank_service *s, const char *path, rank_state **out, rp_er
     return RP_OK;
 }
 
+/* A reload's state_load, run on the main thread (rp/mainq.h: the main heap gives a
+ * swapped-out model's memory back). */
+typedef struct load_job {
+    rank_service *s;
+    const char *path;
+    rank_state **out;
+    rp_error *err;
+} load_job;
+
+static int run_load(void *arg)
+{
+    load_job *j = arg;
+    return state_load(j->s, j->path, j->out, j->err);
+}
+
 int rank_service_reload(rank_service *s, const char *path, char *prev, char *now,
                         double *seconds, rp_error *err)
 {
@@ -142,7 +158,8 @@ int rank_service_reload(rank_service *s, const char *path, char *prev, char *now
     uint64_t t0 = rp_now_ns();
     pthread_mutex_lock(&s->admin_mu);
     rank_state *st;
-    int rc = state_load(s, path, &st, err);
+    load_job job = {s, path, &st, err};
+    int rc = rp_main_run(run_load, &job);
     if (rc) {
         pthread_mutex_unlock(&s->admin_mu);
         rp_warn("ranking", "reload of %s refused: %s; the old bundle keeps serving", path,

@@ -9,6 +9,7 @@
 #include "ret/als.h"
 #include "rp/clock.h"
 #include "rp/log.h"
+#include "rp/mainq.h"
 #include "rp/sighup.h"
 
 #include <errno.h>
@@ -394,6 +395,23 @@ void ret_service_version(ret_service *s, char *buf, size_t cap)
     state_unref(st);
 }
 
+/* A reload's bundle_load, run on the main thread (rp/mainq.h: the main heap gives a
+ * swapped-out bundle's memory back). */
+typedef struct load_job {
+    ret_service *s;
+    const char *path;
+    ret__bundle **out;
+    rp_error *err;
+} load_job;
+
+static int run_load(void *arg)
+{
+    load_job *j = arg;
+    ret_service *s = j->s;
+    return bundle_load(j->path, s->shard, s->content_lambda, s->content_quantile, s->wide_factor,
+                       j->out, j->err);
+}
+
 int ret_service_reload(ret_service *s, const char *path, char *prev, char *now, double *seconds,
                        rp_error *err)
 {
@@ -401,7 +419,8 @@ int ret_service_reload(ret_service *s, const char *path, char *prev, char *now, 
     uint64_t t0 = rp_now_ns();
     pthread_mutex_lock(&s->admin_mu);
     ret__bundle *rb;
-    int rc = bundle_load(path, s->shard, s->content_lambda, s->content_quantile, s->wide_factor, &rb, err);
+    load_job job = {s, path, &rb, err};
+    int rc = rp_main_run(run_load, &job);
     if (rc) {
         pthread_mutex_unlock(&s->admin_mu);
         rp_warn("retrieval", "reload of %s refused: %s; the old bundle keeps serving", path,

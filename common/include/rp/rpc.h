@@ -231,7 +231,9 @@ void rp_server_destroy(rp_server *s);
 int rp_server_run_until_signal(rp_server *s);
 /* The waiting part alone, for a process running several servers: installs handlers for
  * SIGTERM and SIGINT, blocks until one arrives and returns its number (0 if waiting
- * failed). Later signals are absorbed, so a second Ctrl-C does not cut the drain short. */
+ * failed). Later signals are absorbed, so a second Ctrl-C does not cut the drain short.
+ * While it waits, the calling thread runs the jobs posted with rp_main_run (rp/mainq.h):
+ * call it from the main thread. */
 int rp_wait_for_signal(void);
 
 /* ---- inside a handler ---- */
