@@ -1006,6 +1006,7 @@ static void status_hook(void *user, Recpipe__V1__StatusResponse *r, rp_arena *ar
     r->reloads = atomic_load(&s->reloads);
     r->cache_hits = cs.hits;
     r->cache_misses = cs.misses;
+    r->cache_refreshes_deferred = cs.deferred;
     rp_metrics_cache_totals(cs.evictions, cs.deferred);
     r->feedback_events = atomic_load(&s->feedback_events);
     r->shard_count = s->nshards;

@@ -6,7 +6,8 @@
  * symlink flips, and SIGHUP): no call fails and every answer names one of the two
  * versions. Callers of one user during reloads get the current bundle's answer or one
  * flagged STALE. A corrupt bundle is refused with the file named and the old one keeps
- * serving.
+ * serving. Under a backlog, recomputations wait (--cache-refresh-wait) and callers get
+ * the older answer flagged STALE; a lone caller recomputes.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,6 +19,8 @@
 #include <stdatomic.h>
 
 #include "test_gateway_harness.h"
+
+#include <json-c/json.h>
 
 #include "recpipe/v1/admin.pb-c.h"
 #include "recpipe/v1/recommender.pb-c.h"
@@ -453,12 +456,128 @@ static void test_callers_of_one_user_get_current_or_flagged_stale(void **state)
     assert_true(atomic_load(&h.calls) >= 20);
 }
 
+
+/* ---- a backlog defers recomputations ---- */
+
+/* Admin.Status of target: the refreshes deferred (gateway) and the calls answered. */
+static void status_counts(const char *target, uint64_t *deferred, uint64_t *calls)
+{
+    rp_arena *a;
+    rp_arena_create(0, &a);
+    Recpipe__V1__StatusRequest r = RECPIPE__V1__STATUS_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    rp_call_opts o = {.timeout_ms = 5000};
+    rp_status st;
+    if (rp_client_unary(T.client, target, "/recpipe.v1.Admin/Status", &r.base,
+                        &recpipe__v1__status_response__descriptor, a, &resp, &o, &st) != RP_OK)
+        fail_msg("Status of %s: %s %s", target, rp_grpc_status_name(st.code), st.msg);
+    const Recpipe__V1__StatusResponse *s = (const Recpipe__V1__StatusResponse *)resp;
+    *deferred = s->cache_refreshes_deferred;
+    if (calls) *calls = s->calls_total;
+    rp_arena_destroy(a);
+}
+
+/* One Recommend for user; returns whether the answer was flagged STALE. */
+static bool recommend_stale(const char *target, uint64_t user)
+{
+    rp_arena *a;
+    rp_arena_create(0, &a);
+    Recpipe__V1__RecommendRequest r = RECPIPE__V1__RECOMMEND_REQUEST__INIT;
+    r.user_id = user;
+    r.count = 10;
+    ProtobufCMessage *resp = NULL;
+    rp_call_opts o = {.timeout_ms = 5000};
+    rp_status st;
+    if (rp_client_unary(T.client, target, "/recpipe.v1.Recommender/Recommend", &r.base,
+                        &recpipe__v1__recommend_response__descriptor, a, &resp, &o, &st) != RP_OK)
+        fail_msg("Recommend user %llu: %s %s", (unsigned long long)user, rp_grpc_status_name(st.code),
+                 st.msg);
+    bool stale = has_flag((const Recpipe__V1__RecommendResponse *)resp,
+                          RECPIPE__V1__DEGRADATION__DEGRADATION_STALE);
+    rp_arena_destroy(a);
+    return stale;
+}
+
+/*
+ * A gateway of 2 request threads whose answers expire after 1 ms (so that every call of
+ * a known user has an older answer to fall back on). Called one at a time, each call
+ * recomputes its answer: a lone caller is never "behind", nothing is deferred. Then the
+ * load tool sends 2,000 calls/s and the gateway is stopped (SIGSTOP) for 300 ms, so that
+ * ~600 calls wait for it when it resumes: calls that waited past --cache-refresh-wait
+ * while others still wait get the older answer flagged STALE instead of recomputing
+ * (Admin.Status counts them), and no call fails.
+ */
+static void test_backlog_defers_refreshes(void **state)
+{
+    (void)state;
+    char gw[64], st_dir[320], json[320];
+    snprintf(gw, sizeof gw, "127.0.0.1:%d", th_free_port());
+    snprintf(st_dir, sizeof st_dir, "%s/state-backlog", T.dir);
+    snprintf(json, sizeof json, "%s/backlog.json", T.dir);
+    const char *gv[] = {"gateway", "--bundle", T.bundle[0], "--state", st_dir, "--listen", gw,
+                        "--retrieval", T.shard, "--threads", "2", "--cache-ttl", "1ms",
+                        "--cache-stale", "60s", "--default-deadline", "5s", "--max-in-flight",
+                        "10000", "--log-level", "warn", NULL};
+    pid_t pid = th_spawn(gv, T.log);
+    if (!th_wait_serving(T.client, gw, pid, 30)) {
+        th_dump_log(T.log);
+        fail_msg("the backlog gateway did not start");
+    }
+    /* Every user once (an answer each), then once more, one call at a time. */
+    for (uint64_t u = 1; u <= NUSERS; u++) recommend_stale(gw, u);
+    uint64_t d0, d1, d2;
+    status_counts(gw, &d0, NULL);
+    int stale = 0;
+    for (uint64_t u = 1; u <= 50; u++) {
+        rp_sleep_ns(2000000ull); /* past the 1 ms TTL */
+        stale += recommend_stale(gw, u);
+    }
+    status_counts(gw, &d1, NULL);
+    fprintf(stderr, "sequential calls: %d of 50 stale, %llu deferred\n", stale,
+            (unsigned long long)(d1 - d0));
+    assert_int_equal(stale, 0);
+    assert_int_equal(d1, d0);
+
+    char cmd[1400];
+    snprintf(cmd, sizeof cmd,
+             "'%s' loadtest --target %s --rpc recommend --dataset '%s' --rate 2000 --warmup 0s "
+             "--duration 3s --connections 2 --deadline-ms 20000 --json '%s' >>'%s' 2>&1",
+             th_bin(), gw, T.data, json, T.log);
+    FILE *lt = popen(cmd, "r");
+    assert_non_null(lt);
+    rp_sleep_ns(1000000000ull);
+    assert_int_equal(kill(pid, SIGSTOP), 0);
+    rp_sleep_ns(300000000ull);
+    assert_int_equal(kill(pid, SIGCONT), 0);
+    int rc = pclose(lt);
+    status_counts(gw, &d2, NULL);
+    json_object *o = json_object_from_file(json);
+    if (rc != 0 || !o) {
+        th_dump_log(T.log);
+        fail_msg("loadtest exited with %d", rc);
+    }
+    json_object *sum, *v;
+    assert_true(json_object_object_get_ex(o, "summary", &sum));
+    assert_true(json_object_object_get_ex(sum, "errors", &v));
+    int64_t errors = json_object_get_int64(v);
+    assert_true(json_object_object_get_ex(sum, "ok", &v));
+    int64_t ok = json_object_get_int64(v);
+    json_object_put(o);
+    fprintf(stderr, "backlog: %lld calls ok, %lld failed, %llu refreshes deferred\n",
+            (long long)ok, (long long)errors, (unsigned long long)(d2 - d1));
+    th_stop(pid, SIGTERM);
+    assert_int_equal(errors, 0);
+    assert_true(ok >= 2000);
+    assert_true(d2 > d1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reload_under_load),
         cmocka_unit_test(test_callers_of_one_user_get_current_or_flagged_stale),
         cmocka_unit_test(test_corrupt_bundle_refused),
+        cmocka_unit_test(test_backlog_defers_refreshes),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
