@@ -43,6 +43,17 @@ static struct {
           .more = PTHREAD_COND_INITIALIZER,
           .empty = PTHREAD_COND_INITIALIZER};
 
+/* The current UTC time as a line's "ts": 2026-01-02T03:04:05.678Z. */
+static void format_now(char *when, size_t size)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    snprintf(when, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
+}
+
 static void write_all(const char *p, size_t n)
 {
     int fd = atomic_load(&log_fd);
@@ -74,11 +85,13 @@ static void *log_main(void *arg)
         write_all(ring.buf + head, first);
         write_all(ring.buf, n - first);
         if (dropped) {
-            char note[200];
+            char note[240], when[40];
+            format_now(when, sizeof when);
             int k = snprintf(note, sizeof note,
-                             "{\"level\":\"warn\",\"component\":\"log\",\"msg\":\"%llu log lines "
-                             "dropped: the log's reader or disk was slower than the service\"}\n",
-                             (unsigned long long)dropped);
+                             "{\"ts\":\"%s\",\"level\":\"warn\",\"component\":\"log\",\"msg\":\"%llu "
+                             "log lines dropped: the log's reader or disk was slower than the "
+                             "service\"}\n",
+                             when, (unsigned long long)dropped);
             write_all(note, (size_t)k);
         }
         pthread_mutex_lock(&ring.mu);
@@ -235,13 +248,8 @@ static void vlog(rp_log_level level, const char *component, const char *fields,
     char msg[2048];
     vsnprintf(msg, sizeof msg, fmt, ap);
 
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm;
-    gmtime_r(&ts.tv_sec, &tm);
     char when[40];
-    snprintf(when, sizeof when, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
+    format_now(when, sizeof when);
 
     char line[4096];
     size_t n = 0;

@@ -131,8 +131,11 @@ static void test_async_never_blocks(void **state)
     for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n")) {
         json_object *o = json_tokener_parse(line);
         if (!o) fail_msg("not a whole JSON line: %.80s", line);
-        json_object *msg;
+        json_object *msg, *ts;
         assert_true(json_object_object_get_ex(o, "msg", &msg));
+        /* every line, the log thread's own note too, says when */
+        assert_true(json_object_object_get_ex(o, "ts", &ts));
+        assert_int_equal(strlen(json_object_get_string(ts)), strlen("2026-01-02T03:04:05.678Z"));
         int k;
         if (sscanf(json_object_get_string(msg), "line %d", &k) == 1) {
             if (k <= last) fail_msg("line %d after line %d", k, last);
