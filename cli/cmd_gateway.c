@@ -114,6 +114,7 @@ int cmd_gateway(int argc, char **argv)
     }
     rp_log_set_level(lvl);
     rp_compute_threads(1);
+    rp_malloc_tune(); /* before the bundle loads: its buffers are mmapped (rp/rpc.h) */
     ops.admin_token_file = token_file;
     rp_error oerr = {0};
     if ((rc = rp_ops_apply(&ops, &oerr)) != RP_OK) return cli_fail("gateway", &oerr);

@@ -266,6 +266,7 @@ int cmd_ranking(int argc, char **argv)
     }
     rp_log_set_level(lvl);
     rp_compute_threads(1);
+    rp_malloc_tune(); /* before the bundle loads: its buffers are mmapped (rp/rpc.h) */
 
     rp_error err = {0};
     if ((rc = rp_ops_apply(&ops, &err)) != RP_OK) return cli_fail("ranking", &err);

@@ -823,6 +823,40 @@ static char *bound_address(const char *listen, int port)
     return out;
 }
 
+/* Each call allocates a few KiB inside gRPC on a worker's malloc arena; with glibc's
+ * defaults the arenas are trimmed and grown again all the time (madvise + page faults: a
+ * third of the server's CPU per call, measured with bench/rpc). So a heap keeps some
+ * free memory at its top: up to M_TRIM_THRESHOLD, and M_TOP_PAD after a trim. But only
+ * the main arena's top is ever trimmed by malloc_trim (the trimmer below); a thread
+ * arena's top shrinks only when a free leaves more than the threshold there, and glibc
+ * makes up to 8 arenas per core, one per busy thread (gRPC's, the workers, OpenMP's).
+ * With 16 MiB per heap and the default arena count, a retrieval server's anonymous
+ * memory went from 12 to 24 MB in ten bundle swaps under load while its heap in use
+ * stayed at 8-10 MB (bench/soak, reload experiments: 27 MB free kept). Now: 4 MiB per
+ * heap (a few hundred calls' worth: bench/rpc shows no regrowth cost) and at most 2
+ * arenas per core, at least 4 (per core, not per worker: the gateway runs 8 workers on 2
+ * cores and had 11 arenas; only a core's worth of threads contend at once): free memory
+ * kept ~5 MB, anonymous memory flat across swaps.
+ * The mmap threshold is set to 128 KiB, explicitly: glibc raises it to the size of any
+ * mmapped block freed (up to 32 MiB) until a threshold is set, and setting
+ * M_TRIM_THRESHOLD freezes whatever it is then. Services load their first bundle before
+ * the server starts, and that load frees 1 MiB buffers (the checksum's), so the
+ * threshold stayed raised: a ranking server's malloc_stats showed at most 1 mmapped
+ * region ever, its scoring workspaces came from heaps, and its main heap held 2.9 MB
+ * more in use a few seconds after a reload than before it. At 128 KiB such buffers are
+ * mmapped and go back to the kernel when freed. Services call this before loading;
+ * rp_server_start calls it too. An operator's own GLIBC_TUNABLES malloc settings win. */
+void rp_malloc_tune(void)
+{
+    const char *tun = getenv("GLIBC_TUNABLES");
+    if (tun && strstr(tun, "malloc")) return;
+    int cores = rp_ncores();
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+    mallopt(M_TRIM_THRESHOLD, 4 * 1024 * 1024);
+    mallopt(M_TOP_PAD, 1024 * 1024);
+    mallopt(M_ARENA_MAX, cores * 2 > 4 ? cores * 2 : 4);
+}
+
 int rp_server_start(const rp_server_config *cfg, const rp_method *methods, size_t n,
                     rp_server **out, rp_error *err)
 {
@@ -834,32 +868,7 @@ int rp_server_start(const rp_server_config *cfg, const rp_method *methods, size_
 
     rp_server *s = calloc(1, sizeof *s);
     if (!s) return rp_errorf(err, RP_ENOMEM, "out of memory for the server");
-    /* Each call allocates a few KiB inside gRPC on a worker's malloc arena; with glibc's
-     * defaults the arenas are trimmed and grown again all the time (madvise + page
-     * faults: a third of the server's CPU per call, measured with bench/rpc). So a heap
-     * keeps some free memory at its top: up to M_TRIM_THRESHOLD, and M_TOP_PAD after a
-     * trim. But only the main arena's top is ever trimmed by malloc_trim (the trimmer
-     * below); a thread arena's top shrinks only when a free leaves more than the
-     * threshold there, and glibc makes up to 8 arenas per core, one per busy thread
-     * (gRPC's, the workers, OpenMP's, the bundle loader). With 16 MiB per heap and the
-     * default arena count, a retrieval server's anonymous memory went from 12 to 24 MB
-     * in ten bundle swaps under load while its heap in use stayed at 8-10 MB (bench/soak,
-     * reload experiments: 27 MB free kept). Now: 4 MiB per heap (a few hundred calls'
-     * worth: bench/rpc shows no regrowth cost) and at most 2 arenas per core, at least 4
-     * (per core, not per worker: the gateway runs 8 workers on 2 cores and had 11
-     * arenas; only a core's worth of threads contend at once): free memory kept ~5 MB,
-     * anonymous memory flat across swaps.
-     * Setting M_TRIM_THRESHOLD also fixes the mmap threshold at 128 KiB (no dynamic
-     * raise): bundle buffers (index, model, catalog arrays) are mmapped and go back to
-     * the kernel when a swapped-out bundle is freed. An operator's own GLIBC_TUNABLES
-     * malloc settings win. */
-    const char *tun = getenv("GLIBC_TUNABLES");
-    if (!tun || !strstr(tun, "malloc")) {
-        int cores = rp_ncores();
-        mallopt(M_TRIM_THRESHOLD, 4 * 1024 * 1024);
-        mallopt(M_TOP_PAD, 1024 * 1024);
-        mallopt(M_ARENA_MAX, cores * 2 > 4 ? cores * 2 : 4);
-    }
+    rp_malloc_tune();
     /* Every call writes an access line: none may wait for the disk. */
     if (rp_log_async_start() != RP_OK)
         rp_warn("rpc", "no log thread: request threads write their log lines themselves");
