@@ -71,7 +71,9 @@ int cmd_status(int argc, char **argv)
     if (s->index_bytes)
         printf("index          %.1f MB in memory\n", (double)s->index_bytes / 1e6);
     if (s->cache_hits || s->cache_misses)
-        printf("cache          %llu hits, %llu misses, %llu refreshes deferred\n",
+        printf("cache          %llu answers (%.1f MB), %llu hits, %llu misses, "
+               "%llu refreshes deferred\n",
+               (unsigned long long)s->cache_entries, (double)s->cache_bytes / 1e6,
                (unsigned long long)s->cache_hits, (unsigned long long)s->cache_misses,
                (unsigned long long)s->cache_refreshes_deferred);
     printf("reloads        %llu\n", (unsigned long long)s->reloads);

@@ -69,24 +69,27 @@ void rp_metrics_recommend(const struct Recpipe__V1__RecommendResponse *resp)
     for (size_t i = 0; i < resp->n_degraded; i++) rp_counter_inc(reason_series((int)resp->degraded[i]));
 }
 
-static void set_total(_Atomic(rp_series *) *slot, const char *name, const char *help,
-                      uint64_t total)
+static void set_value(_Atomic(rp_series *) *slot, rp_metric_type type, const char *name,
+                      const char *help, uint64_t v)
 {
     rp_series *s = atomic_load(slot);
     if (!s) {
-        s = rp_metric_series1(rp_metric_family(RP_METRIC_COUNTER, name, help, "service", NULL, 0),
-                              "gateway");
+        s = rp_metric_series1(rp_metric_family(type, name, help, "service", NULL, 0), "gateway");
         atomic_store(slot, s);
     }
-    rp_counter_set(s, (double)total);
+    rp_gauge_set(s, (double)v);
 }
 
-void rp_metrics_cache_totals(uint64_t evictions, uint64_t deferred)
+void rp_metrics_cache(uint64_t evictions, uint64_t deferred, uint64_t entries, uint64_t bytes)
 {
-    static _Atomic(rp_series *) ev, df;
-    set_total(&ev, "recpipe_cache_evictions_total",
+    static _Atomic(rp_series *) ev, df, en, by;
+    set_value(&ev, RP_METRIC_COUNTER, "recpipe_cache_evictions_total",
               "Gateway cache entries pushed out by the size bounds.", evictions);
-    set_total(&df, "recpipe_cache_refreshes_deferred_total",
+    set_value(&df, RP_METRIC_COUNTER, "recpipe_cache_refreshes_deferred_total",
               "Stale answers served because the gateway was behind (no refresh running).",
               deferred);
+    set_value(&en, RP_METRIC_GAUGE, "recpipe_cache_entries",
+              "Answers the gateway cache holds (stale ones included).", entries);
+    set_value(&by, RP_METRIC_GAUGE, "recpipe_cache_bytes",
+              "Bytes of the answers the gateway cache holds.", bytes);
 }

@@ -1007,7 +1007,9 @@ static void status_hook(void *user, Recpipe__V1__StatusResponse *r, rp_arena *ar
     r->cache_hits = cs.hits;
     r->cache_misses = cs.misses;
     r->cache_refreshes_deferred = cs.deferred;
-    rp_metrics_cache_totals(cs.evictions, cs.deferred);
+    r->cache_entries = cs.entries;
+    r->cache_bytes = cs.bytes;
+    rp_metrics_cache(cs.evictions, cs.deferred, cs.entries, cs.bytes);
     r->feedback_events = atomic_load(&s->feedback_events);
     r->shard_count = s->nshards;
 }

@@ -571,6 +571,9 @@ static void test_cache_hit_skips_downstream_and_feedback_invalidates(void **stat
     gs = status_of(a, E.gw_addr);
     assert_int_equal(gs->cache_hits, hits0 + 1);
     assert_true(gs->cache_misses >= 1);
+    /* The answer is held: the cache's size is in Status too. */
+    assert_true(gs->cache_entries >= 1);
+    assert_true(gs->cache_bytes >= gs->cache_entries * 8);
 
     /* Feedback bumps the state version: the next answer is computed afresh. */
     Recpipe__V1__FeedbackEvent more = fev(user, th_item(3, 5), 1);

@@ -109,11 +109,12 @@ struct Recpipe__V1__RecommendResponse;
  * "retrieval_failed", "cold_start"). NULL-safe. Thread-safe.
  */
 void rp_metrics_recommend(const struct Recpipe__V1__RecommendResponse *resp);
-/* The gateway cache's totals: entries pushed out by the size bounds
- * (recpipe_cache_evictions_total{service="gateway"}) and stale answers served because
+/* The gateway cache's figures: entries pushed out by the size bounds
+ * (recpipe_cache_evictions_total{service="gateway"}), stale answers served because
  * the gateway was behind, with no refresh running
- * (recpipe_cache_refreshes_deferred_total{service="gateway"}); called from its
- * Admin.Status hook, which the RPC layer runs before each scrape. */
-void rp_metrics_cache_totals(uint64_t evictions, uint64_t deferred);
+ * (recpipe_cache_refreshes_deferred_total), and the answers held now and their bytes
+ * (gauges recpipe_cache_entries and recpipe_cache_bytes); called from its Admin.Status
+ * hook, which the RPC layer runs before each scrape. */
+void rp_metrics_cache(uint64_t evictions, uint64_t deferred, uint64_t entries, uint64_t bytes);
 
 #endif
