@@ -833,10 +833,16 @@ static char *bound_address(const char *listen, int port)
  * With 16 MiB per heap and the default arena count, a retrieval server's anonymous
  * memory went from 12 to 24 MB in ten bundle swaps under load while its heap in use
  * stayed at 8-10 MB (bench/soak, reload experiments: 27 MB free kept). Now: 4 MiB per
- * heap (a few hundred calls' worth: bench/rpc shows no regrowth cost) and at most 2
- * arenas per core, at least 4 (per core, not per worker: the gateway runs 8 workers on 2
- * cores and had 11 arenas; only a core's worth of threads contend at once): free memory
- * kept ~5 MB, anonymous memory flat across swaps.
+ * heap (a few hundred calls' worth: bench/rpc shows no regrowth cost) and one arena per
+ * two cores, at least one. Each arena fragments on its own: after a backlog (calls
+ * queued for half a second, ~25 MB of call memory) a gateway with 4 arenas kept 3-6 MB
+ * more than before it, five backlogs 30 s apart took it from 27-32 to 36 MB, with the
+ * memory in use unchanged (malloc_stats: 33.4 and 32.2 MB in use, 37 and 56 MB held);
+ * with one arena it came back to 30-31 MB. Per-thread caches (tcache) serve most small
+ * blocks without the arena's lock: the three services used the same CPU per call with
+ * 1 and 4 arenas (2 cores, 4,000 calls/s of the soak mix, 60 s, two runs each: gateway
+ * 37.7-40.4 s, retrieval 12.6-14.1 s, ranking 25.8-28.9 s either way). More than 2 cores
+ * were not measured.
  * The mmap threshold is set to 128 KiB, explicitly: glibc raises it to the size of any
  * mmapped block freed (up to 32 MiB) until a threshold is set, and setting
  * M_TRIM_THRESHOLD freezes whatever it is then. Services load their first bundle before
@@ -854,7 +860,7 @@ void rp_malloc_tune(void)
     mallopt(M_MMAP_THRESHOLD, 128 * 1024);
     mallopt(M_TRIM_THRESHOLD, 4 * 1024 * 1024);
     mallopt(M_TOP_PAD, 1024 * 1024);
-    mallopt(M_ARENA_MAX, cores * 2 > 4 ? cores * 2 : 4);
+    mallopt(M_ARENA_MAX, cores / 2 > 1 ? cores / 2 : 1);
 }
 
 int rp_server_start(const rp_server_config *cfg, const rp_method *methods, size_t n,

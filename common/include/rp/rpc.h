@@ -183,7 +183,7 @@ typedef struct rp_server_config {
 #define RP_DEFAULT_MAX_MESSAGE_BYTES (4 * 1024 * 1024)
 
 /* Sets glibc malloc up for a long-running server (rpc_server.c says why): mmap for
- * blocks of 128 KiB and more, 4 MiB kept free per heap, 2 arenas per core. Call it before
+ * blocks of 128 KiB and more, 4 MiB kept free per heap, one arena per two cores. Call it before
  * loading a bundle; rp_server_start calls it too. Idempotent; does nothing when
  * GLIBC_TUNABLES sets malloc options. */
 void rp_malloc_tune(void);
@@ -192,7 +192,7 @@ void rp_malloc_tune(void);
  * Creates a server: copies cfg (strings are copied), registers methods[0..n) and the
  * built-in Health and Admin methods, binds cfg->listen (so rp_server_port is known at
  * once) and starts the worker threads. Calls are answered from then on. Process-wide
- * side effect: rp_malloc_tune (up to 4 MiB of free heap kept, at most 2 arenas per core,
+ * side effect: rp_malloc_tune (up to 4 MiB of free heap kept, one arena per two cores,
  * mmap from 128 KiB) unless GLIBC_TUNABLES sets malloc options; it saves a third of the
  * server's CPU per call (bench/rpc); and a
  * thread of the server returns free heap pages to the kernel every 10 s (malloc_trim),
