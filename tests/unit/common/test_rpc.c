@@ -43,6 +43,10 @@ static atomic_int sleepers;   /* handlers that started sleeping */
 static atomic_int echo_calls; /* handler runs of "count" */
 static atomic_int gate_running, gate_max; /* handlers inside "gate" now, at most */
 static atomic_bool gate_open;
+/* The distinct arenas handlers of "arena" ran in. */
+static pthread_mutex_t arenas_mu = PTHREAD_MUTEX_INITIALIZER;
+static rp_arena *arenas_seen[64];
+static int narenas_seen;
 static char target[64];
 static rp_client *cli;
 
@@ -81,6 +85,17 @@ static int echo(rp_call *call, const ProtobufCMessage *req, ProtobufCMessage **r
         while (!atomic_load(&gate_open)) rp_sleep_ns(1000000ull);
         atomic_fetch_sub(&gate_running, 1);
         out->bundle_version = "through";
+    } else if (!strcmp(cmd, "arena")) {
+        /* Which arena the handler got, after 40 KB from it (more than its first block). */
+        unsigned char *big = rp_arena_alloc(a, 40000);
+        if (!big) return rp_errorf(err, RP_ENOMEM, "out of memory");
+        memset(big, 7, 40000);
+        pthread_mutex_lock(&arenas_mu);
+        bool known = false;
+        for (int i = 0; i < narenas_seen && !known; i++) known = arenas_seen[i] == a;
+        if (!known && narenas_seen < (int)(sizeof arenas_seen / sizeof arenas_seen[0]))
+            arenas_seen[narenas_seen++] = a;
+        pthread_mutex_unlock(&arenas_mu);
     } else if (!strcmp(cmd, "port")) {
         out->load_seconds = rp_server_port(rp_call_server(call));
     } else if (!strcmp(cmd, "peer")) {
@@ -690,6 +705,68 @@ static void test_io_lane(void **state)
     rp_server_destroy(s);
 }
 
+typedef struct arena_ctx {
+    const char *target;
+    const char *cmd;
+    bool ok;
+} arena_ctx;
+
+static void *arena_caller(void *arg)
+{
+    arena_ctx *x = arg;
+    rp_arena *a;
+    rp_arena_create(0, &a);
+    Recpipe__V1__ReloadResponse *r;
+    rp_status st;
+    rp_call_opts opts = {.timeout_ms = 10000};
+    x->ok = call_echo(x->target, x->cmd, a, &opts, &r, &st) == RP_OK;
+    rp_arena_destroy(a);
+    return NULL;
+}
+
+/* A handler's arena is its thread's, lent for the call: 20 calls queued behind one
+ * worker all run in that worker's one arena (a call waiting in the queue holds none). */
+static void test_queued_calls_hold_no_arena(void **state)
+{
+    (void)state;
+    rp_server_config cfg = {.service = "echo", .listen = "127.0.0.1:0", .threads = 1};
+    rp_server *s;
+    rp_error err = {0};
+    if (rp_server_start(&cfg, methods, sizeof methods / sizeof methods[0], &s, &err) != RP_OK)
+        fail_msg("rp_server_start: %s", rp_error_text(&err));
+    char t[64];
+    snprintf(t, sizeof t, "127.0.0.1:%d", rp_server_port(s));
+    atomic_store(&gate_running, 0);
+    atomic_store(&gate_max, 0);
+    atomic_store(&gate_open, false);
+    narenas_seen = 0;
+    enum { N = 20 };
+    arena_ctx gate = {.target = t, .cmd = "gate"}, x[N];
+    pthread_t gth, th[N];
+    assert_int_equal(pthread_create(&gth, NULL, arena_caller, &gate), 0);
+    for (int i = 0; i < 500 && atomic_load(&gate_running) < 1; i++) rp_sleep_ns(10000000ull);
+    assert_int_equal(atomic_load(&gate_running), 1); /* the only worker is held */
+    for (int i = 0; i < N; i++) {
+        x[i] = (arena_ctx){.target = t, .cmd = "arena"};
+        assert_int_equal(pthread_create(&th[i], NULL, arena_caller, &x[i]), 0);
+    }
+    /* Until all 20 wait in the server's queue (in flight: the gate's call and theirs). */
+    rp_server_stats ss = {0};
+    for (int i = 0; i < 500; i++) {
+        rp_server_get_stats(s, &ss);
+        if (ss.in_flight >= N + 1) break;
+        rp_sleep_ns(10000000ull);
+    }
+    assert_int_equal(ss.in_flight, N + 1);
+    atomic_store(&gate_open, true);
+    pthread_join(gth, NULL);
+    for (int i = 0; i < N; i++) pthread_join(th[i], NULL);
+    assert_true(gate.ok);
+    for (int i = 0; i < N; i++) assert_true(x[i].ok);
+    assert_int_equal(narenas_seen, 1);
+    rp_server_destroy(s);
+}
+
 /* Calls outlasting the grace period are cancelled (safe to retry) and the stop says so. */
 static void test_drain_grace_expires(void **state)
 {
@@ -996,6 +1073,7 @@ int main(void)
         cmocka_unit_test(test_drain_completes_in_flight_calls),
         cmocka_unit_test(test_drain_grace_expires),
         cmocka_unit_test(test_io_lane),
+        cmocka_unit_test(test_queued_calls_hold_no_arena),
         cmocka_unit_test(test_bad_config_is_refused),
         cmocka_unit_test(test_expired_calls_skip_the_handler),
         cmocka_unit_test(test_status_mapping_round_trips),
