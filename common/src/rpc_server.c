@@ -163,6 +163,7 @@ static int post_slot(rp_server *s, const rp__method *m)
 static pthread_key_t arena_key;
 static pthread_once_t arena_once = PTHREAD_ONCE_INIT;
 static bool arena_key_ok;
+static _Thread_local int in_handler; /* the thread's arena is lent to a running call */
 
 static void arena_key_free(void *a)
 {
@@ -189,11 +190,12 @@ static rp_arena *thread_arena(void)
     return a;
 }
 
-/* For a thread that ran handlers and does not end now (the one that stopped a server). */
+/* For a thread that ran handlers and does not end now (the one that stopped a server),
+ * unless a handler of its own is running (one that stops another server). */
 static void thread_arena_release(void)
 {
     pthread_once(&arena_once, arena_key_init);
-    if (!arena_key_ok) return;
+    if (!arena_key_ok || in_handler) return;
     rp_arena *a = pthread_getspecific(arena_key);
     if (!a) return;
     pthread_setspecific(arena_key, NULL);
@@ -461,14 +463,20 @@ static void serve_in_arena(rp_call *c)
 static void serve_unary(rp_call *c)
 {
     c->t_run_ns = rp_now_ns();
-    rp_arena *a = thread_arena();
+    /* A call run inside another's handler (which stopped a server whose queue it then
+     * drained) gets an arena of its own: the thread's is lent already. */
+    rp_arena *own = NULL;
+    rp_arena *a = in_handler ? (rp_arena_create(0, &own) == RP_OK ? own : NULL) : thread_arena();
     if (!a) {
         answer(c, RP_GRPC_RESOURCE_EXHAUSTED, "out of memory for the call's arena");
         return;
     }
     c->arena = a;
+    in_handler++;
     serve_in_arena(c);
-    rp_arena_reset(a);
+    in_handler--;
+    if (own) rp_arena_destroy(own);
+    else rp_arena_reset(a);
 }
 
 static void serve_unknown(rp_call *c)
