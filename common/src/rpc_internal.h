@@ -70,6 +70,7 @@ struct rp_call {
     grpc_slice status_details;
     int status;
     int cancelled;
+    bool no_message; /* answered INVALID_ARGUMENT for carrying no message */
 };
 
 struct rp__worker {

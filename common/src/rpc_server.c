@@ -87,6 +87,7 @@ static rp_call *call_get(rp_server *s)
     c->peer[0] = '\0';
     c->status = RP_GRPC_OK;
     c->cancelled = 0;
+    c->no_message = false;
     c->request_id[0] = '\0';
     c->id_from_caller = false;
     c->status_details = grpc_empty_slice();
@@ -362,7 +363,10 @@ static void on_done(rp__tag *t, bool ok)
     rp_call *c = RP__CONTAINER(t, rp_call, done);
     rp_server *s = c->srv;
     (void)ok;
-    if (c->cancelled && c->status == RP_GRPC_OK) c->status = RP_GRPC_CANCELLED;
+    /* A call with no message whose close says cancelled did not come from a client that
+     * sent none: its client went away (gave up, or its deadline passed) before the
+     * message arrived, and gRPC core hands such a call over with no payload. */
+    if (c->cancelled && (c->status == RP_GRPC_OK || c->no_message)) c->status = RP_GRPC_CANCELLED;
     record_call(s, c->method ? (rp__method *)c->method : &s->unknown_m, c->status,
                 (double)(rp_now_ns() - c->t_start_ns) / 1e9);
     atomic_fetch_add(&s->calls_total, 1);
@@ -403,6 +407,7 @@ static void serve_in_arena(rp_call *c)
     }
     if (!c->payload) {
         snprintf(msg, sizeof msg, "%s: the request carries no message", m->m.path);
+        c->no_message = true;
         answer(c, RP_GRPC_INVALID_ARGUMENT, msg);
         return;
     }

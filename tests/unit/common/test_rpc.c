@@ -23,6 +23,7 @@
 #include "recpipe/v1/admin.pb-c.h"
 #include "rp/clock.h"
 #include "rp/log.h"
+#include "rp/metrics.h"
 #include "rp/rpc.h"
 
 #define ECHO "/recpipe.test.Echo/Echo"
@@ -326,6 +327,87 @@ static void test_garbage_bytes_are_invalid_argument(void **state)
     /* The server is still fine afterwards. */
     const unsigned char ok[] = {0x0a, 0x06, 'e', 'c', 'h', 'o', ':', 'z'};
     assert_int_equal(raw_call(target, ECHO, ok, sizeof ok, det, sizeof det), GRPC_STATUS_OK);
+}
+
+/* The value of recpipe_rpc_calls_total for ECHO and code (0 when the series is absent). */
+static unsigned long long echo_calls_with(const char *code)
+{
+    char want[128];
+    snprintf(want, sizeof want, "method=\"%s\",code=\"%s\"}", ECHO, code);
+    size_t len;
+    char *text = rp_metrics_render(&len);
+    assert_non_null(text);
+    unsigned long long v = 0;
+    for (char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        if (strncmp(l, "recpipe_rpc_calls_total{", 24) != 0) continue;
+        char *m = strstr(l, want);
+        char *eol = strchr(l, '\n');
+        if (m && (!eol || m < eol)) v += strtoull(m + strlen(want), NULL, 10);
+    }
+    free(text);
+    return v;
+}
+
+/* A client that sends its headers and goes away before its message: gRPC core hands the
+ * server the call with no message once the stream is reset. It counts as CANCELLED (the
+ * client gave up), not as INVALID_ARGUMENT (a request that carries no message). */
+static void test_cancelled_before_message_counts_as_cancelled(void **state)
+{
+    (void)state;
+    unsigned long long cancelled0 = echo_calls_with("CANCELLED");
+    unsigned long long invalid0 = echo_calls_with("INVALID_ARGUMENT");
+    rp_server_stats before, now;
+    rp_server_get_stats(srv, &before);
+
+    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+    grpc_channel *ch = grpc_channel_create(target, creds, NULL);
+    grpc_channel_credentials_release(creds);
+    grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+    gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                         gpr_time_from_millis(5000, GPR_TIMESPAN));
+    grpc_call *call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
+                                               grpc_slice_from_static_string(ECHO), NULL,
+                                               deadline, NULL);
+    grpc_op op[1];
+    memset(op, 0, sizeof op);
+    op[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    assert_int_equal(grpc_call_start_batch(call, op, 1, (void *)1, NULL), GRPC_CALL_OK);
+    grpc_event ev = grpc_completion_queue_pluck(cq, (void *)1, gpr_inf_future(GPR_CLOCK_REALTIME),
+                                                NULL);
+    assert_int_equal(ev.type, GRPC_OP_COMPLETE);
+    rp_sleep_ns(100 * 1000000ull); /* the headers reach the server */
+    assert_int_equal(grpc_call_cancel(call, NULL), GRPC_CALL_OK);
+    grpc_metadata_array tm;
+    grpc_metadata_array_init(&tm);
+    grpc_status_code status = GRPC_STATUS_OK;
+    grpc_slice det = grpc_empty_slice();
+    memset(op, 0, sizeof op);
+    op[0].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    op[0].data.recv_status_on_client.trailing_metadata = &tm;
+    op[0].data.recv_status_on_client.status = &status;
+    op[0].data.recv_status_on_client.status_details = &det;
+    assert_int_equal(grpc_call_start_batch(call, op, 1, (void *)2, NULL), GRPC_CALL_OK);
+    ev = grpc_completion_queue_pluck(cq, (void *)2, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    assert_int_equal(ev.type, GRPC_OP_COMPLETE);
+    assert_int_equal(status, GRPC_STATUS_CANCELLED);
+    grpc_slice_unref(det);
+    grpc_metadata_array_destroy(&tm);
+    grpc_call_unref(call);
+    grpc_completion_queue_shutdown(cq);
+    grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    grpc_completion_queue_destroy(cq);
+    grpc_channel_destroy(ch);
+
+    /* The server answers the call and records it when its close completes. */
+    for (int i = 0; i < 200; i++) {
+        rp_server_get_stats(srv, &now);
+        if (now.calls_total > before.calls_total) break;
+        rp_sleep_ns(10 * 1000000ull);
+    }
+    assert_true(now.calls_total > before.calls_total);
+    assert_true(now.calls_failed > before.calls_failed);
+    assert_int_equal(echo_calls_with("CANCELLED"), cancelled0 + 1);
+    assert_int_equal(echo_calls_with("INVALID_ARGUMENT"), invalid0);
 }
 
 static void test_oversized_is_resource_exhausted(void **state)
@@ -1063,6 +1145,7 @@ int main(void)
         cmocka_unit_test(test_handler_error_maps_to_status),
         cmocka_unit_test(test_unknown_method_is_unimplemented_at_once),
         cmocka_unit_test(test_garbage_bytes_are_invalid_argument),
+        cmocka_unit_test(test_cancelled_before_message_counts_as_cancelled),
         cmocka_unit_test(test_oversized_is_resource_exhausted),
         cmocka_unit_test(test_deadline),
         cmocka_unit_test(test_request_id_and_metadata),
