@@ -16,49 +16,21 @@
 # cannot give back after one shows here as the end against the start.
 # Writes bench/results/backlog.json. Takes about 4 minutes.
 set -eu
-BUILD=${1:-build}
-SRC=$(cd "$(dirname "$0")/../.." && pwd)
-BUILD=$(cd "$BUILD" && pwd)
-BIN="$BUILD/recpipe"
-[ -x "$BIN" ] || cmake --build "$BUILD" --target recpipe >/dev/null
-OUT="$SRC/bench/results"
-mkdir -p "$OUT"
+. "$(dirname "$0")/../lib.sh"
+bench_init backlog "${1:-build}"
 RATE=${BACKLOG_RATE:-3000}
 STALL=${BACKLOG_STALL_S:-0.5}
-TMP=$(mktemp -d)
-SPID=""
 LTPID=""
-cleanup() {
+bench_on_exit() {
   [ -n "$LTPID" ] && kill "$LTPID" 2>/dev/null || true
-  if [ -n "$SPID" ]; then kill "$SPID" 2>/dev/null || true; wait "$SPID" 2>/dev/null || true; fi
-  rm -rf "$TMP"
+  # A gateway caught in a SIGSTOP must run again to act on the SIGTERM serve sends it.
+  [ -n "${GPID:-}" ] && kill -CONT "$GPID" 2>/dev/null || true
 }
-trap cleanup EXIT INT TERM
-PY=/usr/bin/python3
-free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-D=$SRC/data/ml-latest-small
-[ -f "$D/ratings.csv" ] || D=/work/shared/data/ml-latest-small
 echo "building the ml-latest-small bundle"
-"$BIN" import --ratings "$D/ratings.csv" --items "$D/movies.csv" --tags "$D/tags.csv" --out "$TMP/ml" >/dev/null
+bench_import --tags "$D/tags.csv"
 "$BIN" build --data "$TMP/ml" --out "$TMP/a" --version backlog --seed 1 --eval=false >"$TMP/build.log" 2>&1
-
-GP=$(free_port)
-"$BIN" serve --bundle "$TMP/a" --state "$TMP/state" --listen 127.0.0.1:$GP >"$TMP/serve.out" 2>"$TMP/serve.log" &
-SPID=$!
-i=0
-until grep -q "ready" "$TMP/serve.out" 2>/dev/null; do
-  i=$((i + 1))
-  if [ $i -gt 600 ] || ! kill -0 "$SPID" 2>/dev/null; then
-    echo "bench/backlog: recpipe serve did not become ready"; tail -n 20 "$TMP/serve.log"; exit 1
-  fi
-  sleep 0.2
-done
-GPID=""
-for p in $(ps --ppid "$SPID" -o pid=); do
-  case "$(tr '\0' ' ' <"/proc/$p/cmdline")" in *" gateway "*) GPID=$p ;; esac
-done
-[ -n "$GPID" ] || { echo "bench/backlog: cannot find the gateway process"; exit 1; }
+bench_serve "$TMP/a"
 
 "$BIN" loadtest --target 127.0.0.1:$GP --rpc mix --mix recommend=0.9,feedback=0.1 \
   --dataset "$TMP/ml" --bundle "$TMP/a" --connections 2 --deadline-ms 1000 --rate "$RATE" \

@@ -12,32 +12,10 @@
 # Client and services share the machine's cores: rates are what this machine gives.
 # Writes bench/results/gateway.json. Takes about 2 minutes (more with the large bundle).
 set -eu
-BUILD=${1:-build}
-SRC=$(cd "$(dirname "$0")/../.." && pwd)
-BUILD=$(cd "$BUILD" && pwd)
-BIN="$BUILD/recpipe"
-[ -x "$BIN" ] || cmake --build "$BUILD" --target recpipe >/dev/null
-OUT="$SRC/bench/results"
-mkdir -p "$OUT"
-TMP=$(mktemp -d)
-PIDS=""
-cleanup() {
-  for p in $PIDS; do kill "$p" 2>/dev/null || true; done
-  for p in $PIDS; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT INT TERM
-PY=/usr/bin/python3
+. "$(dirname "$0")/../lib.sh"
+bench_init gateway "${1:-build}"
 
-free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cpu_s() { awk '{ printf "%.3f", ($14 + $15) / '"$(getconf CLK_TCK)"' }' "/proc/$1/stat"; }
-wait_port() { # wait until a service's Admin.Status answers
-  i=0
-  until "$BIN" status --target "$1" >/dev/null 2>&1; do
-    i=$((i + 1)); [ $i -gt 300 ] && { echo "bench/gateway: $1 did not start"; cat "$TMP"/*.log; exit 1; }
-    sleep 0.2
-  done
-}
 jget() { $PY -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval('d'+sys.argv[2]))" "$@"; }
 
 # run_case NAME DATA_DIR BUNDLE_DIR: measures one bundle; appends a JSON object to $TMP/cases
@@ -45,23 +23,24 @@ run_case() {
   NAME=$1; DATA=$2; BUNDLE=$3
   RP=$(free_port); GP=$(free_port); CP=$(free_port); KP=$(free_port)
   "$BIN" retrieval --bundle "$BUNDLE" --listen 127.0.0.1:$RP --threads 2 --log-level warn 2>"$TMP/retrieval.log" &
-  RPID=$!; PIDS="$PIDS $RPID"
+  RPID=$!; bench_track "$RPID"
   RANK=""
   KPID=""
   if "$BIN" ranking --help 2>/dev/null | grep -q -- '--bundle'; then
     "$BIN" ranking --bundle "$BUNDLE" --listen 127.0.0.1:$KP --threads 2 --log-level warn 2>"$TMP/ranking.log" &
-    KPID=$!; PIDS="$PIDS $KPID"; RANK=127.0.0.1:$KP
+    KPID=$!; bench_track "$KPID"; RANK=127.0.0.1:$KP
   fi
   # Gateway without a useful cache (TTL 1 ms) for the pipeline figures...
   "$BIN" gateway --bundle "$BUNDLE" --state "$TMP/state-$NAME" --listen 127.0.0.1:$GP \
     --retrieval 127.0.0.1:$RP --ranking "$RANK" --cache-ttl 1ms --default-deadline 1s \
     --log-level warn 2>"$TMP/gateway.log" &
-  GPID=$!; PIDS="$PIDS $GPID"
+  GPID=$!; bench_track "$GPID"
   # ...and one with the default cache for the hit path, sharing nothing but the bundle.
   "$BIN" gateway --bundle "$BUNDLE" --state "$TMP/state-$NAME-c" --listen 127.0.0.1:$CP \
     --retrieval 127.0.0.1:$RP --ranking "$RANK" --log-level warn 2>"$TMP/gateway-c.log" &
-  CPID=$!; PIDS="$PIDS $CPID"
-  wait_port 127.0.0.1:$RP; wait_port 127.0.0.1:$GP; wait_port 127.0.0.1:$CP
+  CPID=$!; bench_track "$CPID"
+  bench_wait_up retrieval 127.0.0.1:$RP "$RPID"; bench_wait_up gateway 127.0.0.1:$GP "$GPID"
+  bench_wait_up gateway-c 127.0.0.1:$CP "$CPID"
   if [ -n "$RANK" ] && ! "$BIN" status --target "$RANK" >/dev/null 2>&1; then
     echo "ranking did not start on this bundle: retrieval order"
     RANK=""
@@ -115,12 +94,11 @@ print('  CPU during the max run: gateway %.2f s, retrieval %.2f s, ranking %.2f 
   c['cpu_seconds_during_max_run']['gateway'], c['cpu_seconds_during_max_run']['retrieval'],
   c['cpu_seconds_during_max_run']['ranking'], c['gateway_cpu_over_downstream']))"
   for p in $GPID $CPID $RPID $KPID; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-  PIDS=""
+  BENCH_PIDS=""
 }
 
-D=$SRC/data/ml-latest-small
 echo "building the ml-latest-small bundle"
-"$BIN" import --ratings "$D/ratings.csv" --items "$D/movies.csv" --tags "$D/tags.csv" --out "$TMP/ml" >/dev/null
+bench_import --tags "$D/tags.csv"
 "$BIN" build --data "$TMP/ml" --out "$TMP/ml-bundle" --eval=false >/dev/null 2>&1
 run_case ml-latest-small "$TMP/ml" "$TMP/ml-bundle"
 

@@ -14,23 +14,12 @@
 # Writes bench/results/loadtest.json (+ loadtest_closed.json, loadtest_open.json,
 # loadtest_open.svg). Takes about 40 s.
 set -eu
-BUILD=${1:-build}
-SRC=$(cd "$(dirname "$0")/../.." && pwd)
-BUILD=$(cd "$BUILD" && pwd)
-BIN="$BUILD/recpipe"
-[ -x "$BIN" ] || cmake --build "$BUILD" --target recpipe >/dev/null
-OUT="$SRC/bench/results"
-mkdir -p "$OUT"
-TMP=$(mktemp -d)
-SERVER_PID=
-cleanup() {
-  [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
-  rm -rf "$TMP"
-}
-trap cleanup EXIT INT TERM
+. "$(dirname "$0")/../lib.sh"
+bench_init loadtest "${1:-build}"
 
 "$BIN" ranking --listen 127.0.0.1:0 --port-file "$TMP/port" --log-level warn 2>"$TMP/server.log" &
 SERVER_PID=$!
+bench_track "$SERVER_PID"
 i=0
 while [ ! -s "$TMP/port" ]; do
   i=$((i + 1))
@@ -54,14 +43,14 @@ for round in 1 2 3; do
     R=$(awk '/^finished in/ { v = $4; gsub(",", "", v); print v }' "$TMP/h2load.txt")
     [ -n "$R" ] || R=0
     echo "round $round: h2load $R calls/s"
-    H2=$(/usr/bin/python3 -c "import sys; print(max(float(sys.argv[1]), float(sys.argv[2])))" "$H2" "$R")
+    H2=$($PY -c "import sys; print(max(float(sys.argv[1]), float(sys.argv[2])))" "$H2" "$R")
   fi
   "$BIN" loadtest --target "$TARGET" --rpc status --concurrency 128 --connections 2 \
     --duration 3s --warmup 1s --json "$TMP/closed.json" >/dev/null
-  R=$(/usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['summary']['achieved_rate'])" "$TMP/closed.json")
+  R=$($PY -c "import json,sys; print(json.load(open(sys.argv[1]))['summary']['achieved_rate'])" "$TMP/closed.json")
   echo "round $round: recpipe loadtest (closed loop, 128 in flight) $R calls/s"
   ROUNDS="$ROUNDS $R"
-  if /usr/bin/python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) > float(sys.argv[2]) else 1)" "$R" "$CLOSED"; then
+  if $PY -c "import sys; sys.exit(0 if float(sys.argv[1]) > float(sys.argv[2]) else 1)" "$R" "$CLOSED"; then
     CLOSED=$R
     cp "$TMP/closed.json" "$OUT/loadtest_closed.json"
   fi
@@ -69,11 +58,11 @@ done
 command -v h2load >/dev/null 2>&1 || echo "h2load: not installed (apt-get install nghttp2-client); no ratio"
 # The open-loop rate: a quarter of the median closed-loop round (the best round is a
 # ceiling a busy machine may not reach again).
-QUARTER=$(/usr/bin/python3 -c "import statistics, sys; print(max(1, round(statistics.median(map(float, sys.argv[1:])) / 4)))" $ROUNDS)
+QUARTER=$($PY -c "import statistics, sys; print(max(1, round(statistics.median(map(float, sys.argv[1:])) / 4)))" $ROUNDS)
 "$BIN" loadtest --target "$TARGET" --rpc status --rate "$QUARTER" --arrivals poisson --connections 2 \
   --duration 5s --warmup 1s --json "$OUT/loadtest_open.json" --svg "$OUT/loadtest_open.svg"
 
-/usr/bin/python3 - "$OUT" "$H2" "$CLOSED" <<'PY'
+$PY - "$OUT" "$H2" "$CLOSED" <<'PY'
 import json, os, platform, subprocess, sys, time
 out, h2, closed = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
 cpu = ""

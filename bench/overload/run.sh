@@ -22,13 +22,8 @@
 # The figure of merit is admitted p99 at 3 R / normal p99 (goal: at most 2).
 # Writes bench/results/overload.json.
 set -eu
-BUILD=${1:-build}
-SRC=$(cd "$(dirname "$0")/../.." && pwd)
-BUILD=$(cd "$BUILD" && pwd)
-BIN="$BUILD/recpipe"
-[ -x "$BIN" ] || cmake --build "$BUILD" --target recpipe >/dev/null
-OUT="$SRC/bench/results"
-mkdir -p "$OUT"
+. "$(dirname "$0")/../lib.sh"
+bench_init overload "${1:-build}"
 SECS=${OVERLOAD_SECONDS:-15}
 SLO=${OVERLOAD_SLO_MS:-10}
 SERVICES=${OVERLOAD_SERVICES:-"retrieval ranking gateway"}
@@ -52,34 +47,15 @@ if [ "$PIN" = 1 ] && [ "$NCPU" -ge 2 ] && command -v taskset >/dev/null; then
 else
   PIN=0
 fi
-TMP=$(mktemp -d)
 SPID=""
 DPIDS="" # the gateway's downstream processes
-cleanup() {
-  for p in $SPID $DPIDS; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT INT TERM
-PY=/usr/bin/python3
-free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+bench_on_exit() { stop; }
 jget() { $PY -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$@"; }
 
-D=$SRC/data/ml-latest-small
-[ -f "$D/ratings.csv" ] || D=/work/shared/data/ml-latest-small
 echo "building the ml-latest-small bundle"
-"$BIN" import --ratings "$D/ratings.csv" --items "$D/movies.csv" --out "$TMP/ml" >/dev/null
+bench_import
 "$BIN" build --data "$TMP/ml" --out "$TMP/b" --version overload --eval=false >"$TMP/build.log" 2>&1
 
-up() { # name port pid: waits until the process at port answers Admin.Status
-  i=0
-  until "$BIN" status --target "127.0.0.1:$2" >/dev/null 2>&1; do
-    i=$((i + 1))
-    if [ $i -gt 300 ] || ! kill -0 "$3" 2>/dev/null; then
-      echo "bench/overload: $1 did not start"; tail -n 20 "$TMP/$1.log"; exit 1
-    fi
-    sleep 0.2
-  done
-}
 start() { # service, extra flags...
   svc=$1; shift
   EXTRA=""
@@ -89,10 +65,10 @@ start() { # service, extra flags...
     RP=$(free_port); KP=$(free_port)
     $SVC_PIN "$BIN" retrieval --bundle "$TMP/b" --listen "127.0.0.1:$RP" --threads 2 --log-level warn \
       >"$TMP/gw-retrieval.log" 2>&1 &
-    DPIDS="$!"; up gw-retrieval "$RP" "$!"
+    DPIDS="$!"; bench_wait_up gw-retrieval "127.0.0.1:$RP" "$!"
     $SVC_PIN "$BIN" ranking --bundle "$TMP/b" --listen "127.0.0.1:$KP" --threads 2 --log-level warn \
       >"$TMP/gw-ranking.log" 2>&1 &
-    DPIDS="$DPIDS $!"; up gw-ranking "$KP" "$!"
+    DPIDS="$DPIDS $!"; bench_wait_up gw-ranking "127.0.0.1:$KP" "$!"
     rm -rf "$TMP/state"
     EXTRA="--state $TMP/state --retrieval 127.0.0.1:$RP --ranking 127.0.0.1:$KP --cache-ttl 1ms --cache-stale 0"
   fi
@@ -101,7 +77,7 @@ start() { # service, extra flags...
   $SVC_PIN "$BIN" "$svc" --bundle "$TMP/b" --listen "127.0.0.1:$PORT" --threads 2 --log-level warn \
     $EXTRA "$@" >"$TMP/$svc.log" 2>&1 &
   SPID=$!
-  up "$svc" "$PORT" "$SPID"
+  bench_wait_up "$svc" "127.0.0.1:$PORT" "$SPID"
 }
 stop() {
   for p in $SPID $DPIDS; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done

@@ -14,23 +14,15 @@
 # C-core client with 64 in flight and ~70k/s to h2load; the goal is >= 80% of those.
 # Writes bench/results/rpc.json.
 set -e
-BUILD=${1:-build}
-SRC=$(cd "$(dirname "$0")/../.." && pwd)
-BUILD=$(cd "$BUILD" && pwd)
+. "$(dirname "$0")/../lib.sh"
+bench_init rpc "${1:-build}"
 SECONDS_PER_LEVEL=${RPC_BENCH_SECONDS:-3}
 H2LOAD_N=${RPC_BENCH_H2LOAD_N:-300000}
 [ -x "$BUILD/bench/bench_rpc" ] || cmake --build "$BUILD" --target bench_rpc >/dev/null
-[ -x "$BUILD/recpipe" ] || cmake --build "$BUILD" --target recpipe >/dev/null
-RES="$SRC/bench/results"
-mkdir -p "$RES"
-TMP=$(mktemp -d)
-SERVER_PID= BARE_PID=
-cleanup() {
-  [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
-  [ -n "$BARE_PID" ] && kill "$BARE_PID" 2>/dev/null && wait "$BARE_PID" 2>/dev/null
-  rm -rf "$TMP"
+SERVER_PID="" BARE_PID=""
+bench_on_exit() {
+  for p in $SERVER_PID $BARE_PID; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
 }
-trap cleanup EXIT INT TERM
 
 wait_port() { # FILE LOG
   i=0
@@ -157,5 +149,5 @@ awk -v c64="${C64:-0}" -v b64="${B64:-0}" -v h2="$H2_QPS" -v bh2="$B_H2_QPS" -v 
   printf '"bare_echo_best_of_rounds":{"client_64_inflight_qps":%s,"h2load_qps":%s},' "$B64" "$B_H2_QPS"
   printf '"server_cpu_us_per_call":{"layer":%s,"bare_echo":%s},' "$L_US" "$B_US"
   printf '"reference":{"c_core_client_64_inflight_qps":42500,"h2load_qps":70000,"goal_fraction":0.8}}\n'
-} >"$RES/rpc.json"
+} >"$OUT/rpc.json"
 echo "  wrote bench/results/rpc.json"
