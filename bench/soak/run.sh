@@ -22,8 +22,9 @@
 #      service read from /proc/PID/status every 5 s;
 #   → failed calls (every non-OK status), failed reloads, and each service's RSS growth
 #     from the end of the warm-up (SOAK_WARMUP_S, default a quarter of the run, at most
-#     60 s) to the end (and its least-squares trend over the samples in between: RSS
-#     swings by a few MB with the load); and the machine's CPU time by kind each second (/proc/stat: busy,
+#     60 s) to the end: one sample at each end, the medians of the minute after the
+#     warm-up and of the last minute (RSS swings by a few MB with the call backlog), and
+#     the least-squares trend over the samples in between; and the machine's CPU time by kind each second (/proc/stat: busy,
 #     iowait, steal), printed for the seconds with failures, to tell a stall of the code
 #     from one of the disk or of the host (steal: another tenant had the CPU), with the
 #     gateway's calls in flight and answer-cache hits and misses (`recpipe status`).
@@ -206,6 +207,21 @@ for k, n in enumerate(names, start=1):
         span = pts[-1][0] - pts[0][0]
         rss[n]["trend_pct_over_run"] = 100.0 * slope * span / base[k] if base[k] else None
         rss[n]["min_kb"] = min(v for _, v in pts)
+    # The same growth between one-minute medians (the minute after the warm-up, the last
+    # minute): one sample at each end may fall on a backlog, whose calls hold a few MB
+    # for a few seconds (the gateway's anonymous memory swings 34 -> 42 MB and back).
+    win = max(5, min(60, (rows[-1][0] - rows[bi][0]) // 4))
+    t0, t1 = rows[bi][0], rows[-1][0]
+    a = sorted(r[k] for r in rows if t0 <= r[0] < t0 + win)
+    b = sorted(r[k] for r in rows if t1 - win < r[0] <= t1)
+    aa = sorted(x[k] for x in anon if t0 <= x[0] < t0 + win)
+    bb = sorted(x[k] for x in anon if t1 - win < x[0] <= t1)
+    med = lambda v: (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2.0
+    if a and b:
+        rss[n]["window_s"] = win
+        rss[n]["median_after_warmup_kb"], rss[n]["median_end_kb"] = med(a), med(b)
+        rss[n]["median_growth_pct"] = 100.0 * (med(b) - med(a)) / med(a) if med(a) else None
+        rss[n]["anon_median_after_warmup_kb"], rss[n]["anon_median_end_kb"] = med(aa), med(bb)
 s = lt["summary"]
 st = lt.get("status", {})
 failed = sum(v for k, v in st.items() if k != "OK")
@@ -288,6 +304,12 @@ for n, v in rss.items():
           % (n, v["after_warmup_kb"] / 1024, base[0], v["end_kb"] / 1024, v["growth_kb"] / 1024,
              v["growth_pct"] or 0, v["max_kb"] / 1024, v["anon_after_warmup_kb"] / 1024, v["anon_end_kb"] / 1024,
              v.get("trend_pct_over_run") or 0))
+    if "median_growth_pct" in v:
+        print("  %-9s RSS median of the %d s after warm-up %.1f MB -> of the last %d s %.1f MB: %+.1f%%; "
+              "anonymous %.1f -> %.1f MB"
+              % (n, v["window_s"], v["median_after_warmup_kb"] / 1024, v["window_s"], v["median_end_kb"] / 1024,
+                 v["median_growth_pct"] or 0, v["anon_median_after_warmup_kb"] / 1024,
+                 v["anon_median_end_kb"] / 1024))
 print("bench/soak: wrote", out)
 EOF
 [ "$ALIVE" = 1 ] || { tail -n 20 "$TMP/serve.log"; bench_fail "recpipe serve died during the soak"; }
