@@ -27,7 +27,8 @@
 #     the least-squares trend over the samples in between; and the machine's CPU time by kind each second (/proc/stat: busy,
 #     iowait, steal), printed for the seconds with failures, to tell a stall of the code
 #     from one of the disk or of the host (steal: another tenant had the CPU), with the
-#     gateway's calls in flight and answer-cache hits and misses (`recpipe status`).
+#     gateway's calls in flight, answer-cache hits and misses, and the cache's size
+#     (`recpipe status`).
 # Writes bench/results/soak.json. Takes SOAK_SECONDS plus about 4 minutes (two bundle
 # builds, the rate search and its confirmation).
 set -eu
@@ -165,8 +166,8 @@ while kill -0 "$LTPID" 2>/dev/null; do
   # The gateway's calls in flight and its answer cache (for an episode: a wave of cache
   # misses, or a backlog without one?).
   "$BIN" status --target "127.0.0.1:$GP" --timeout 1s 2>/dev/null | awk -v t="$(($(date +%s) - T0))" '
-    /^calls / { fl = $5 } /^cache / { h = $6; m = $8 }
-    END { if (fl != "") print t "," fl "," h + 0 "," m + 0 }' >>"$TMP/gw.csv" || true
+    /^calls / { fl = $5 } /^cache / { e = $2; mb = substr($4, 2); h = $6; m = $8 }
+    END { if (fl != "") print t "," fl "," h + 0 "," m + 0 "," e + 0 "," mb + 0 }' >>"$TMP/gw.csv" || true
   sleep 1
 done
 wait "$LTPID" || true
@@ -263,11 +264,12 @@ res["cpu"] = cpu
 gw, prevg = [], None
 for l in open(tmp + "/gw.csv"):
     f = l.strip().split(",")
-    if len(f) != 4:
+    if len(f) != 6:
         continue
-    t, fl, h, m = (int(x) for x in f)
+    t, fl, h, m, ce = (int(x) for x in f[:5])
     if prevg and t > prevg[0]:
-        gw.append({"t": t, "in_flight": fl, "cache_hits": h - prevg[2], "cache_misses": m - prevg[3]})
+        gw.append({"t": t, "in_flight": fl, "cache_hits": h - prevg[2], "cache_misses": m - prevg[3],
+                   "cache_entries": ce, "cache_mb": float(f[5])})
     prevg = (t, fl, h, m)
 res["gateway"] = gw
 try:
@@ -296,8 +298,10 @@ for c in res["cpu_at_errors"]:
 if gw:
     ms = sorted(g["cache_misses"] for g in gw)
     fl = sorted(g["in_flight"] for g in gw)
-    print("  gateway each second: cache misses median %d, max %d; calls in flight median %d, max %d"
-          % (ms[len(ms) // 2], ms[-1], fl[len(fl) // 2], fl[-1]))
+    print("  gateway each second: cache misses median %d, max %d; calls in flight median %d, max %d; "
+          "cache %.1f MB after warm-up, %.1f MB at the end"
+          % (ms[len(ms) // 2], ms[-1], fl[len(fl) // 2], fl[-1],
+             next((g["cache_mb"] for g in gw if g["t"] >= int(warm)), 0), gw[-1]["cache_mb"]))
 for n, v in rss.items():
     print("  %-9s RSS %7.1f MB after warm-up (t=%ds) -> %7.1f MB at the end: %+.1f MB (%+.1f%%, max %.1f MB); "
           "anonymous %.1f -> %.1f MB; trend %+.1f%% over the run"
