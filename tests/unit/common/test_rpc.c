@@ -181,19 +181,27 @@ static int call_echo(const char *tgt, const char *cmd, rp_arena *a, const rp_cal
                            (ProtobufCMessage **)out, opts ? opts : &def, st);
 }
 
+/* A call to method on a channel of its own, over raw gRPC core (5 s deadline). */
+static grpc_call *raw_open(const char *tgt, const char *method, grpc_channel **ch,
+                           grpc_completion_queue **cq)
+{
+    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+    *ch = grpc_channel_create(tgt, creds, NULL);
+    grpc_channel_credentials_release(creds);
+    *cq = grpc_completion_queue_create_for_pluck(NULL);
+    gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                         gpr_time_from_millis(5000, GPR_TIMESPAN));
+    return grpc_channel_create_call(*ch, NULL, GRPC_PROPAGATE_DEFAULTS, *cq,
+                                    grpc_slice_from_static_string(method), NULL, deadline, NULL);
+}
+
 /* Sends raw bytes as the message of a call: what a broken or hostile client does. */
 static int raw_call(const char *tgt, const char *method, const void *bytes, size_t n,
                     char *details, size_t dn)
 {
-    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
-    grpc_channel *ch = grpc_channel_create(tgt, creds, NULL);
-    grpc_channel_credentials_release(creds);
-    grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
-    gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-                                         gpr_time_from_millis(5000, GPR_TIMESPAN));
-    grpc_call *call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
-                                               grpc_slice_from_static_string(method), NULL,
-                                               deadline, NULL);
+    grpc_channel *ch;
+    grpc_completion_queue *cq;
+    grpc_call *call = raw_open(tgt, method, &ch, &cq);
     grpc_slice body = grpc_slice_from_copied_buffer(bytes ? bytes : "", n);
     grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&body, 1);
     grpc_slice_unref(body);
@@ -359,15 +367,9 @@ static void test_cancelled_before_message_counts_as_cancelled(void **state)
     rp_server_stats before, now;
     rp_server_get_stats(srv, &before);
 
-    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
-    grpc_channel *ch = grpc_channel_create(target, creds, NULL);
-    grpc_channel_credentials_release(creds);
-    grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
-    gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-                                         gpr_time_from_millis(5000, GPR_TIMESPAN));
-    grpc_call *call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
-                                               grpc_slice_from_static_string(ECHO), NULL,
-                                               deadline, NULL);
+    grpc_channel *ch;
+    grpc_completion_queue *cq;
+    grpc_call *call = raw_open(target, ECHO, &ch, &cq);
     grpc_op op[1];
     memset(op, 0, sizeof op);
     op[0].op = GRPC_OP_SEND_INITIAL_METADATA;
