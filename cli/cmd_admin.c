@@ -76,7 +76,13 @@ int cmd_status(int argc, char **argv)
                (unsigned long long)s->cache_entries, (double)s->cache_bytes / 1e6,
                (unsigned long long)s->cache_hits, (unsigned long long)s->cache_misses,
                (unsigned long long)s->cache_refreshes_deferred);
+    if (!strcmp(s->service, "gateway"))
+        printf("state          %llu users, %llu events held\n",
+               (unsigned long long)s->state_users, (unsigned long long)s->state_events);
     printf("reloads        %llu\n", (unsigned long long)s->reloads);
+    if (s->heap_in_use_bytes)
+        printf("heap           %.1f MB in use, %.1f MB free (kept for reuse)\n",
+               (double)s->heap_in_use_bytes / 1e6, (double)s->heap_free_bytes / 1e6);
     code = RP_EXIT_OK;
 out:
     rp_arena_destroy(arena);

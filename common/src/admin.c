@@ -7,6 +7,8 @@
 
 #include "recpipe/v1/admin.pb-c.h"
 
+#include <malloc.h>
+
 int rp__admin_status(rp_call *call, const ProtobufCMessage *req, ProtobufCMessage **resp,
                      rp_error *err)
 {
@@ -25,6 +27,9 @@ int rp__admin_status(rp_call *call, const ProtobufCMessage *req, ProtobufCMessag
     out->calls_total = st.calls_total;
     out->calls_failed = st.calls_failed;
     out->in_flight = st.in_flight;
+    struct mallinfo2 mi = mallinfo2();
+    out->heap_in_use_bytes = mi.uordblks + mi.hblkhd;
+    out->heap_free_bytes = mi.fordblks;
     if (s->status_hook) s->status_hook(s->status_user, out, a);
     *resp = &out->base;
     return RP_OK;

@@ -1012,6 +1012,14 @@ static void status_hook(void *user, Recpipe__V1__StatusResponse *r, rp_arena *ar
     rp_metrics_cache(cs.evictions, cs.deferred, cs.entries, cs.bytes);
     r->feedback_events = atomic_load(&s->feedback_events);
     r->shard_count = s->nshards;
+    uint64_t users, events;
+    rp_error err;
+    if (gw_state_stats(s->state, &users, &events, &err) == RP_OK) {
+        r->state_users = users;
+        r->state_events = events;
+    } else {
+        rp_warn("gateway", "Status: no user state figures: %s", rp_error_text(&err));
+    }
 }
 
 /* ------------------------------------------------------------------ lifecycle */

@@ -17,6 +17,14 @@
 #include "recpipe/v1/admin.pb-c.h"
 #include "recpipe/v1/recommender.pb-c.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#define RP_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define RP_ASAN 1
+#endif
+#endif
+
 typedef struct env {
     char *dir;
     char bundle[300], state[300], log[300];
@@ -352,6 +360,13 @@ static void test_feedback_durable_across_kill_and_forget(void **state)
     assert_true(s->feedback_events >= 5);
     assert_string_equal(s->service, "gateway");
     assert_string_equal(s->bundle_version, "test-v1");
+    /* The user state's size: user 555 and its 5 events are held. */
+    assert_true(s->state_users >= 1);
+    assert_true(s->state_events >= 5);
+    uint64_t users0 = s->state_users, events0 = s->state_events;
+#ifndef RP_ASAN /* a sanitizer's allocator replaces glibc's: mallinfo2 says nothing */
+    assert_true(s->heap_in_use_bytes > 0);
+#endif
 
     /* kill -9 right after the answer: the acknowledged events are on disk. */
     stop_gateway(SIGKILL);
@@ -373,6 +388,9 @@ static void test_feedback_durable_across_kill_and_forget(void **state)
     assert_int_equal(rc, RP_OK);
     assert_true(f->existed);
     assert_int_equal(f->events_deleted, 5);
+    s = status_of(a, E.gw_addr);
+    assert_int_equal(s->state_users, users0 - 1);
+    assert_int_equal(s->state_events, events0 - 5);
     resp = rec_ok(a, &r);
     assert_true(has_flag(resp, RECPIPE__V1__DEGRADATION__DEGRADATION_COLD_START));
     /* Forgetting is durable too. */

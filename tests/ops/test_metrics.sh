@@ -95,6 +95,10 @@ gp=$(grep -o '"port":[0-9]*' "$T/gateway.log" | head -1 | cut -d: -f2)
 "$B" loadtest --target "127.0.0.1:$gp" --rate 100 --duration 1s --warmup 0 --users 300 --items 120 \
     --rpc mix > "$T/loadtest.log" 2>&1 || fail "loadtest against the gateway"
 curl -sf -m 5 "http://127.0.0.1:$(mport gateway)/metrics" > "$T/gateway.prom" || fail "gateway scrape"
+# `recpipe status` shows the user state's size (Feedback stored events above).
+"$B" status --target "127.0.0.1:$gp" > "$T/gwstatus.out" || fail "gateway status"
+grep -Eq '^state +[1-9][0-9]* users, [1-9][0-9]* events held$' "$T/gwstatus.out" ||
+    fail "gateway status has no user state line: $(cat "$T/gwstatus.out")"
 promtool check metrics < "$T/gateway.prom" > "$T/gateway.promtool" 2>&1 || { cat "$T/gateway.promtool"; fail "gateway promtool"; }
 grep -Eq 'recpipe_gateway_stage_duration_seconds_count\{stage="total"\} [1-9]' "$T/gateway.prom" || fail "gateway total stage histogram"
 grep -Eq 'recpipe_gateway_stage_duration_seconds_count\{stage="retrieval"\} [1-9]' "$T/gateway.prom" || fail "gateway retrieval stage histogram"
