@@ -5,6 +5,12 @@
 #   services: `recpipe serve` on the ml-latest-small bundle (one retrieval shard, one
 #             ranking process, the gateway: child processes on loopback);
 #   bundles:  two builds of ml-latest-small (versions soak-a and soak-b, different seeds);
+#   0. the user state filled first (SOAK_SEED=1, the default): Feedback for every user of
+#      the dataset, drawn uniformly, until each history holds its 200 events (the
+#      gateway's --history-len): the state's size is bounded by users x history, and the
+#      soak's mix draws users Zipf, so without this the rarer users' histories fill for
+#      the whole run and the gateway's file-backed memory grows with them (+2.7 MB of
+#      its 60 MB in a 20-min soak). SOAK_SEED=0 starts on an empty state, as before;
 #   1. `recpipe loadtest --rpc mix --mix recommend=0.9,feedback=0.1 --find-max` (p99 under
 #      SOAK_SLO_MS, default 100 ms) while every service reloads every SOAK_FIND_RELOAD_S
 #      (default 10 s; the steps are as long, so each measured window holds a reload)
@@ -27,8 +33,9 @@
 #     the least-squares trend over the samples in between; and the machine's CPU time by kind each second (/proc/stat: busy,
 #     iowait, steal), printed for the seconds with failures, to tell a stall of the code
 #     from one of the disk or of the host (steal: another tenant had the CPU), with the
-#     gateway's calls in flight, answer-cache hits and misses, and the cache's size
-#     (`recpipe status`).
+#     gateway's calls in flight, answer-cache hits and misses, the cache's size, its heap
+#     in use and free (glibc's figures) and the user state's size (`recpipe status`):
+#     memory that grows with the heap in use flat is kept by the allocator, not leaked.
 # Writes bench/results/soak.json. Takes SOAK_SECONDS plus about 4 minutes (two bundle
 # builds, the rate search and its confirmation).
 set -eu
@@ -39,6 +46,8 @@ SOAK_RELOAD_S=${SOAK_RELOAD_S:-60}
 SOAK_SLO_MS=${SOAK_SLO_MS:-100}
 SOAK_FIND_RELOAD_S=${SOAK_FIND_RELOAD_S:-10}
 SOAK_CONFIRM_S=${SOAK_CONFIRM_S:-60}
+SOAK_SEED=${SOAK_SEED:-1}
+SOAK_HISTORY=200 # the gateway's default --history-len (serve starts it with the default)
 if [ -z "${SOAK_WARMUP_S:-}" ]; then
   SOAK_WARMUP_S=$((SOAK_SECONDS / 4)); [ "$SOAK_WARMUP_S" -gt 60 ] && SOAK_WARMUP_S=60
 fi
@@ -64,6 +73,26 @@ bench_import --tags "$D/tags.csv"
 bench_serve "$TMP/a"
 cat "$TMP/serve.out"
 echo "reload targets: $TARGETS"
+
+SEED_CALLS=0
+: >"$TMP/seed.txt"
+if [ "$SOAK_SEED" = 1 ]; then
+  # Uniform draws: at 1.3 x users x history calls, a user gets 260 events on average
+  # (sd 16), so the least drawn of 610 still reaches 200.
+  USERS=$(tail -n +2 "$D/ratings.csv" | cut -d, -f1 | sort -u | wc -l)
+  SEED_CALLS=$((USERS * SOAK_HISTORY * 13 / 10))
+  echo "seeding the user state: $SEED_CALLS Feedback calls over $USERS users, drawn uniformly"
+  _t=$(date +%s)
+  "$BIN" loadtest --target "127.0.0.1:$GP" --rpc feedback --dataset "$TMP/ml" --bundle "$TMP/a" \
+    --zipf 0 --connections 2 --concurrency 32 --max-calls "$SEED_CALLS" --warmup 0s \
+    --duration 3600s --deadline-ms 5000 --json "$TMP/seed.json" >"$TMP/seed.out" 2>&1 ||
+    { cat "$TMP/seed.out"; bench_fail "seeding the user state failed"; }
+  "$BIN" status --target "127.0.0.1:$GP" | grep '^state' >"$TMP/seed.txt" || true
+  echo "  $(($(date +%s) - _t)) s; $($PY -c "
+import json, sys
+r = json.load(open(sys.argv[1]))
+print('%d calls, %d failed' % (r['summary']['measured'], sum(v for k, v in r.get('status', {}).items() if k != 'OK')))" "$TMP/seed.json"); $(cat "$TMP/seed.txt") (full: $((USERS * SOAK_HISTORY)))"
+fi
 
 LT="--target 127.0.0.1:$GP --rpc mix --mix recommend=0.9,feedback=0.1 --dataset $TMP/ml --bundle $TMP/a --connections 2 --deadline-ms 1000"
 if [ -n "${SOAK_MAX_RATE:-}" ]; then
@@ -167,7 +196,8 @@ while kill -0 "$LTPID" 2>/dev/null; do
   # misses, or a backlog without one?).
   "$BIN" status --target "127.0.0.1:$GP" --timeout 1s 2>/dev/null | awk -v t="$(($(date +%s) - T0))" '
     /^calls / { fl = $5 } /^cache / { e = $2; mb = substr($4, 2); h = $6; m = $8 }
-    END { if (fl != "") print t "," fl "," h + 0 "," m + 0 "," e + 0 "," mb + 0 }' >>"$TMP/gw.csv" || true
+    /^heap / { hu = $2; hf = $6 } /^state / { su = $2; se = $4 }
+    END { if (fl != "") print t "," fl "," h + 0 "," m + 0 "," e + 0 "," mb + 0 "," hu + 0 "," hf + 0 "," se + 0 }' >>"$TMP/gw.csv" || true
   sleep 1
 done
 wait "$LTPID" || true
@@ -177,10 +207,10 @@ ALIVE=1; kill -0 "$SPID" 2>/dev/null || ALIVE=0
 [ -f "$TMP/soak.json" ] || { cat "$TMP/soak.out"; bench_fail "loadtest wrote no JSON"; }
 
 $PY - "$TMP" "$OUT/soak.json" "$MAX" "$RATE" "$SOAK_SECONDS" "$SOAK_RELOAD_S" "$SOAK_WARMUP_S" \
-  "$RELOADS" "$RELOAD_FAILS" "$ALIVE" "$SOAK_SLO_MS" "$MAX_HOW" <<'EOF'
+  "$RELOADS" "$RELOAD_FAILS" "$ALIVE" "$SOAK_SLO_MS" "$MAX_HOW" "$SEED_CALLS" <<'EOF'
 import json, sys
 tmp, out = sys.argv[1], sys.argv[2]
-mx, rate, secs, every, warm, reloads, rfails, alive, slo, max_how = sys.argv[3:13]
+mx, rate, secs, every, warm, reloads, rfails, alive, slo, max_how, seed_calls = sys.argv[3:14]
 lt = json.load(open(tmp + "/soak.json"))
 raw = [l.strip().split(",") for l in open(tmp + "/rss.csv") if l.strip()]
 rows = [[int(x[0])] + [int(v.split(":")[0]) for v in x[1:]] for x in raw]
@@ -264,14 +294,23 @@ res["cpu"] = cpu
 gw, prevg = [], None
 for l in open(tmp + "/gw.csv"):
     f = l.strip().split(",")
-    if len(f) != 6:
+    if len(f) != 9:
         continue
     t, fl, h, m, ce = (int(x) for x in f[:5])
     if prevg and t > prevg[0]:
         gw.append({"t": t, "in_flight": fl, "cache_hits": h - prevg[2], "cache_misses": m - prevg[3],
-                   "cache_entries": ce, "cache_mb": float(f[5])})
+                   "cache_entries": ce, "cache_mb": float(f[5]), "heap_in_use_mb": float(f[6]),
+                   "heap_free_mb": float(f[7]), "state_events": int(f[8])})
     prevg = (t, fl, h, m)
 res["gateway"] = gw
+res["seed"] = {"calls": int(seed_calls)}
+try:
+    sj = json.load(open(tmp + "/seed.json"))
+    res["seed"].update({"measured": sj["summary"]["measured"],
+                        "failed": sum(v for k, v in sj.get("status", {}).items() if k != "OK"),
+                        "state_after": open(tmp + "/seed.txt").read().strip()})
+except (FileNotFoundError, ValueError, KeyError):
+    pass
 try:
     res["confirm"] = [dict(zip(("rate", "p99_ms", "failed", "held"), (float(a), float(b), int(c), d == "0")))
                       for a, b, c, d in (l.strip().split(",") for l in open(tmp + "/confirm.csv") if l.strip())]
@@ -302,6 +341,20 @@ if gw:
           "cache %.1f MB after warm-up, %.1f MB at the end"
           % (ms[len(ms) // 2], ms[-1], fl[len(fl) // 2], fl[-1],
              next((g["cache_mb"] for g in gw if g["t"] >= int(warm)), 0), gw[-1]["cache_mb"]))
+    # The heap and the state over the same windows as the RSS medians below.
+    t0g = next((g["t"] for g in gw if g["t"] >= int(warm)), gw[0]["t"])
+    t1g, wg = gw[-1]["t"], max(5, min(60, (gw[-1]["t"] - t0g) // 4))
+    mid = lambda v: sorted(v)[len(v) // 2] if v else 0
+    hA = mid([g["heap_in_use_mb"] for g in gw if t0g <= g["t"] < t0g + wg])
+    hB = mid([g["heap_in_use_mb"] for g in gw if t1g - wg < g["t"] <= t1g])
+    fA = mid([g["heap_free_mb"] for g in gw if t0g <= g["t"] < t0g + wg])
+    fB = mid([g["heap_free_mb"] for g in gw if t1g - wg < g["t"] <= t1g])
+    res["gateway_heap"] = {"in_use_median_after_warmup_mb": hA, "in_use_median_end_mb": hB,
+                           "free_median_after_warmup_mb": fA, "free_median_end_mb": fB}
+    json.dump(res, open(out, "w"), indent=1)
+    print("  gateway heap (medians of the %d s after warm-up and of the last %d s): in use %.1f -> %.1f MB, "
+          "free %.1f -> %.1f MB; user state %d -> %d events"
+          % (wg, wg, hA, hB, fA, fB, next((g["state_events"] for g in gw if g["t"] >= t0g)), gw[-1]["state_events"]))
 for n, v in rss.items():
     print("  %-9s RSS %7.1f MB after warm-up (t=%ds) -> %7.1f MB at the end: %+.1f MB (%+.1f%%, max %.1f MB); "
           "anonymous %.1f -> %.1f MB; trend %+.1f%% over the run"
