@@ -93,3 +93,12 @@ void rp_metrics_cache(uint64_t evictions, uint64_t deferred, uint64_t entries, u
     set_value(&by, RP_METRIC_GAUGE, "recpipe_cache_bytes",
               "Bytes of the answers the gateway cache holds.", bytes);
 }
+
+void rp_metrics_state(uint64_t users, uint64_t events)
+{
+    static _Atomic(rp_series *) us, ev;
+    set_value(&us, RP_METRIC_GAUGE, "recpipe_state_users",
+              "Users with a stored history in the gateway's user state.", users);
+    set_value(&ev, RP_METRIC_GAUGE, "recpipe_state_events",
+              "Events held in the gateway's user histories (each at most --history).", events);
+}

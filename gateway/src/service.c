@@ -1017,6 +1017,7 @@ static void status_hook(void *user, Recpipe__V1__StatusResponse *r, rp_arena *ar
     if (gw_state_stats(s->state, &users, &events, &err) == RP_OK) {
         r->state_users = users;
         r->state_events = events;
+        rp_metrics_state(users, events);
     } else {
         rp_warn("gateway", "Status: no user state figures: %s", rp_error_text(&err));
     }

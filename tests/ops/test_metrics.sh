@@ -109,6 +109,8 @@ grep -Eq '^recpipe_cache_evictions_total\{service="gateway"\} [0-9]+$' "$T/gatew
 grep -Eq '^recpipe_cache_refreshes_deferred_total\{service="gateway"\} [0-9]+$' "$T/gateway.prom" || fail "gateway cache refreshes deferred"
 grep -Eq '^recpipe_cache_entries\{service="gateway"\} [1-9][0-9]*$' "$T/gateway.prom" || fail "gateway cache entries"
 grep -Eq '^recpipe_cache_bytes\{service="gateway"\} [1-9][0-9]*$' "$T/gateway.prom" || fail "gateway cache bytes"
+grep -Eq '^recpipe_state_users\{service="gateway"\} [1-9][0-9]*$' "$T/gateway.prom" || fail "gateway state users"
+grep -Eq '^recpipe_state_events\{service="gateway"\} [1-9][0-9]*$' "$T/gateway.prom" || fail "gateway state events"
 grep -Eq 'recpipe_rpc_calls_total\{service="gateway",method="/recpipe.v1.Recommender/Recommend",code="OK"\} [1-9]' "$T/gateway.prom" || fail "gateway Recommend counter"
 grep -Eq '"user":"[0-9a-f]{16}"' "$T/gateway.log" || fail "no pseudonymized user in the gateway's debug log"
 grep -q '"user_id"' "$T/gateway.log" && fail "a raw user_id in the gateway log"

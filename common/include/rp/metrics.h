@@ -116,5 +116,9 @@ void rp_metrics_recommend(const struct Recpipe__V1__RecommendResponse *resp);
  * (gauges recpipe_cache_entries and recpipe_cache_bytes); called from its Admin.Status
  * hook, which the RPC layer runs before each scrape. */
 void rp_metrics_cache(uint64_t evictions, uint64_t deferred, uint64_t entries, uint64_t bytes);
+/* The gateway's user state: users with a history and the events those histories hold
+ * (gauges recpipe_state_users and recpipe_state_events{service="gateway"}); called from
+ * its Admin.Status hook, as rp_metrics_cache. */
+void rp_metrics_state(uint64_t users, uint64_t events);
 
 #endif
