@@ -7,7 +7,7 @@
 #   bundles:  two builds of ml-latest-small (versions soak-a and soak-b, different seeds);
 #   0. the user state filled first (SOAK_SEED=1, the default): Feedback for every user of
 #      the dataset, drawn uniformly, until each history holds its 200 events (the
-#      gateway's --history-len): the state's size is bounded by users x history, and the
+#      gateway's --history): the state's size is bounded by users x history, and the
 #      soak's mix draws users Zipf, so without this the rarer users' histories fill for
 #      the whole run and the gateway's file-backed memory grows with them (+2.7 MB of
 #      its 60 MB in a 20-min soak). SOAK_SEED=0 starts on an empty state, as before;
@@ -47,7 +47,7 @@ SOAK_SLO_MS=${SOAK_SLO_MS:-100}
 SOAK_FIND_RELOAD_S=${SOAK_FIND_RELOAD_S:-10}
 SOAK_CONFIRM_S=${SOAK_CONFIRM_S:-60}
 SOAK_SEED=${SOAK_SEED:-1}
-SOAK_HISTORY=200 # the gateway's default --history-len (serve starts it with the default)
+SOAK_HISTORY=200 # the gateway's default --history (serve starts it with the default)
 if [ -z "${SOAK_WARMUP_S:-}" ]; then
   SOAK_WARMUP_S=$((SOAK_SECONDS / 4)); [ "$SOAK_WARMUP_S" -gt 60 ] && SOAK_WARMUP_S=60
 fi
