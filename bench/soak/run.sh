@@ -47,7 +47,7 @@ SOAK_SLO_MS=${SOAK_SLO_MS:-100}
 SOAK_FIND_RELOAD_S=${SOAK_FIND_RELOAD_S:-10}
 SOAK_CONFIRM_S=${SOAK_CONFIRM_S:-60}
 SOAK_SEED=${SOAK_SEED:-1}
-SOAK_HISTORY=200 # the gateway's default --history (serve starts it with the default)
+SOAK_HISTORY=${RECPIPE_HISTORY:-200} # the gateway's --history: serve's children read RECPIPE_HISTORY, default 200
 if [ -z "${SOAK_WARMUP_S:-}" ]; then
   SOAK_WARMUP_S=$((SOAK_SECONDS / 4)); [ "$SOAK_WARMUP_S" -gt 60 ] && SOAK_WARMUP_S=60
 fi
