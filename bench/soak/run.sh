@@ -219,6 +219,7 @@ names = ["gateway", "retrieval", "ranking"]
 bi = next((i for i, r in enumerate(rows) if r[0] >= int(warm)), 0)
 base, last = rows[bi], rows[-1]
 rss = {}
+med = lambda v: (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2.0  # v sorted, not empty
 for k, n in enumerate(names, start=1):
     if last[k] == 0 and base[k] == 0:
         continue
@@ -247,7 +248,6 @@ for k, n in enumerate(names, start=1):
     b = sorted(r[k] for r in rows if t1 - win < r[0] <= t1)
     aa = sorted(x[k] for x in anon if t0 <= x[0] < t0 + win)
     bb = sorted(x[k] for x in anon if t1 - win < x[0] <= t1)
-    med = lambda v: (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2.0
     if a and b:
         rss[n]["window_s"] = win
         rss[n]["median_after_warmup_kb"], rss[n]["median_end_kb"] = med(a), med(b)
@@ -303,6 +303,19 @@ for l in open(tmp + "/gw.csv"):
                    "heap_free_mb": float(f[7]), "state_events": int(f[8])})
     prevg = (t, fl, h, m)
 res["gateway"] = gw
+if gw:
+    # The heap and the state over the same windows as the RSS medians.
+    t0g = next((g["t"] for g in gw if g["t"] >= int(warm)), gw[0]["t"])
+    t1g, wg = gw[-1]["t"], max(5, min(60, (gw[-1]["t"] - t0g) // 4))
+    first = [g for g in gw if t0g <= g["t"] < t0g + wg]
+    last = [g for g in gw if t1g - wg < g["t"] <= t1g]
+    res["gateway_heap"] = {"window_s": wg,
+                           "in_use_median_after_warmup_mb": med(sorted(g["heap_in_use_mb"] for g in first)),
+                           "in_use_median_end_mb": med(sorted(g["heap_in_use_mb"] for g in last)),
+                           "free_median_after_warmup_mb": med(sorted(g["heap_free_mb"] for g in first)),
+                           "free_median_end_mb": med(sorted(g["heap_free_mb"] for g in last)),
+                           "state_events_after_warmup": first[0]["state_events"],
+                           "state_events_end": gw[-1]["state_events"]}
 res["seed"] = {"calls": int(seed_calls)}
 try:
     sj = json.load(open(tmp + "/seed.json"))
@@ -341,20 +354,12 @@ if gw:
           "cache %.1f MB after warm-up, %.1f MB at the end"
           % (ms[len(ms) // 2], ms[-1], fl[len(fl) // 2], fl[-1],
              next((g["cache_mb"] for g in gw if g["t"] >= int(warm)), 0), gw[-1]["cache_mb"]))
-    # The heap and the state over the same windows as the RSS medians below.
-    t0g = next((g["t"] for g in gw if g["t"] >= int(warm)), gw[0]["t"])
-    t1g, wg = gw[-1]["t"], max(5, min(60, (gw[-1]["t"] - t0g) // 4))
-    mid = lambda v: sorted(v)[len(v) // 2] if v else 0
-    hA = mid([g["heap_in_use_mb"] for g in gw if t0g <= g["t"] < t0g + wg])
-    hB = mid([g["heap_in_use_mb"] for g in gw if t1g - wg < g["t"] <= t1g])
-    fA = mid([g["heap_free_mb"] for g in gw if t0g <= g["t"] < t0g + wg])
-    fB = mid([g["heap_free_mb"] for g in gw if t1g - wg < g["t"] <= t1g])
-    res["gateway_heap"] = {"in_use_median_after_warmup_mb": hA, "in_use_median_end_mb": hB,
-                           "free_median_after_warmup_mb": fA, "free_median_end_mb": fB}
-    json.dump(res, open(out, "w"), indent=1)
+    h = res["gateway_heap"]
     print("  gateway heap (medians of the %d s after warm-up and of the last %d s): in use %.1f -> %.1f MB, "
           "free %.1f -> %.1f MB; user state %d -> %d events"
-          % (wg, wg, hA, hB, fA, fB, next((g["state_events"] for g in gw if g["t"] >= t0g)), gw[-1]["state_events"]))
+          % (h["window_s"], h["window_s"], h["in_use_median_after_warmup_mb"], h["in_use_median_end_mb"],
+             h["free_median_after_warmup_mb"], h["free_median_end_mb"], h["state_events_after_warmup"],
+             h["state_events_end"]))
 for n, v in rss.items():
     print("  %-9s RSS %7.1f MB after warm-up (t=%ds) -> %7.1f MB at the end: %+.1f MB (%+.1f%%, max %.1f MB); "
           "anonymous %.1f -> %.1f MB; trend %+.1f%% over the run"
